@@ -1,0 +1,30 @@
+"""Installs mobiledets_tf with pinned dependencies (versions that are known to work together)."""
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "tensorflow==2.20.0",
+    "tf-keras==2.20.1",
+    "tf-models-official==2.20.0",
+    "tensorflow-model-optimization==0.8.1",
+    "ai-edge-litert==2.3.0",
+    "pycocotools==2.0.11",
+    "numpy==2.4.6",
+    "absl-py==1.4.0",  # tensorflow-model-optimization needs absl-py < 2
+    "PyYAML==6.0.3",
+]
+
+setup(
+    name="mobiledets_tf",
+    version="0.1.0",
+    description="MobileDets for TensorFlow 2: SSDLite detectors over the TDB search space, "
+                "latency-targeted search, QAT and int8 TFLite export for mobile accelerators.",
+    packages=find_packages(include=["mobiledets_tf", "mobiledets_tf.*"]),
+    python_requires=">=3.10,<3.13",
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": ["pytest==9.2.0"]},
+    entry_points={
+        "console_scripts": [
+            "mobiledets-stats=mobiledets_tf.bin.stats:run",
+        ],
+    },
+)

@@ -1,0 +1,1 @@
+"""SSD detection ops: anchors, box coding, target assignment, losses and postprocessing."""

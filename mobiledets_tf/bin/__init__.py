@@ -1,0 +1,1 @@
+"""Thin absl-flag binaries (console scripts): parse flags, call the library, print results."""

@@ -1,0 +1,90 @@
+"""The SSDLite detector: a flat Functional Keras model plus its anchors, targets, losses and postprocess.
+
+`SSDLiteDetector` owns everything a training step, an evaluation and an export need:
+- `model`: images in [-1, 1], shape [B, S, S, 3] -> [box_encodings [B, A, 4], class_logits [B, A, C+1]]
+  (column 0 of the class logits is the background slot);
+- `anchors`: [A, 4] normalised (ymin, xmin, ymax, xmax), in the order of the predictions;
+- `preprocess`, `assign_targets`, `losses` and `postprocess`.
+The Keras model is flat (builtin layers plus hard-swish and the SE gate), so tfmot can quantize it.
+"""
+from typing import Dict, Optional, Union
+
+import tensorflow as tf
+
+from mobiledets_tf.arch import ArchSpec, load_arch
+from mobiledets_tf.detection import anchors as anchor_lib
+from mobiledets_tf.detection import losses as loss_lib
+from mobiledets_tf.detection import postprocess as postprocess_lib
+from mobiledets_tf.detection import targets as target_lib
+from mobiledets_tf.keras import keras
+from mobiledets_tf.models.backbone import wire_backbone
+from mobiledets_tf.models.ssdlite_head import wire_box_predictor, wire_extra_layers
+
+DEFAULT_INPUT_SIZE = 320
+DEFAULT_NUM_CLASSES = 90
+
+
+def check_input_size(input_size: int) -> int:
+    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size <= 0 \
+            or input_size % 32:
+        raise ValueError(f"input_size must be a positive multiple of 32, got {input_size!r}")
+    return input_size
+
+
+def build_ssdlite_model(arch: ArchSpec, num_classes: int, input_size: int,
+                        depth_multiplier: float = 1.0, min_depth: int = 16,
+                        batch_size: Optional[int] = None) -> keras.Model:
+    """The Functional SSDLite model of `arch` (see the module docstring for inputs and outputs)."""
+    check_input_size(input_size)
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    images = keras.Input((input_size, input_size, 3), batch_size=batch_size, name="image")
+    endpoints, _ = wire_backbone(arch, images, depth_multiplier)
+    feature_maps = [endpoints["C4"], endpoints["C5"]]
+    feature_maps += wire_extra_layers(endpoints["C5"], depth_multiplier, min_depth)
+    box_encodings, class_logits = wire_box_predictor(
+        feature_maps, anchor_lib.num_anchors_per_location(), num_classes)
+    return keras.Model(images, [box_encodings, class_logits], name=f"ssdlite_{arch.name}")
+
+
+class SSDLiteDetector:
+    """An SSDLite detector over a backbone ArchSpec (a name from configs/architectures or a path)."""
+
+    def __init__(self, arch: Union[str, ArchSpec], num_classes: int = DEFAULT_NUM_CLASSES,
+                 input_size: int = DEFAULT_INPUT_SIZE, depth_multiplier: float = 1.0,
+                 min_depth: int = 16, batch_size: Optional[int] = None):
+        self.arch = load_arch(arch)
+        self.num_classes = num_classes
+        self.input_size = check_input_size(input_size)
+        self.depth_multiplier = depth_multiplier
+        self.model = build_ssdlite_model(self.arch, num_classes, input_size, depth_multiplier,
+                                         min_depth, batch_size)
+        self.feature_map_sizes = anchor_lib.feature_map_sizes_for_input(input_size)
+        self.anchors = anchor_lib.generate_anchors(self.feature_map_sizes)
+        num_predictions = self.model.outputs[0].shape[1]
+        if num_predictions != len(self.anchors):
+            raise AssertionError(f"{num_predictions} predictions but {len(self.anchors)} anchors")
+
+    @staticmethod
+    def preprocess(images) -> tf.Tensor:
+        """Maps pixel values in [0, 255] to [-1, 1] (`x * 2/255 - 1`)."""
+        return tf.cast(images, tf.float32) * (2.0 / 255.0) - 1.0
+
+    def assign_targets(self, gt_boxes, gt_classes) -> Dict[str, tf.Tensor]:
+        """Batched targets for padded groundtruth (class -1 marks padding rows)."""
+        return target_lib.assign_targets(self.anchors, gt_boxes, gt_classes, self.num_classes)
+
+    def losses(self, predictions, targets, normalizer=None) -> Dict[str, tf.Tensor]:
+        box_encodings, class_logits = predictions
+        return loss_lib.detection_losses(
+            class_logits, box_encodings, targets["cls_targets"], targets["box_targets"],
+            targets["positive_mask"], normalizer=normalizer)
+
+    def postprocess(self, predictions, **nms_kwargs) -> Dict[str, tf.Tensor]:
+        box_encodings, class_logits = predictions
+        return postprocess_lib.postprocess(box_encodings, class_logits, self.anchors, **nms_kwargs)
+
+    def detect(self, images) -> Dict[str, tf.Tensor]:
+        """Images with pixels in [0, 255] (already resized) -> postprocessed detections."""
+        return self.postprocess(self.model(self.preprocess(images), training=False))
+

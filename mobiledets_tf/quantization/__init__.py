@@ -1,0 +1,1 @@
+"""Quantization-aware training support: QuantizeConfigs of the package's custom layers and QAT wrapping."""

@@ -1,0 +1,187 @@
+"""SSDLite detectors of all six architectures: published statistics, Model Garden parity, training
+step, postprocess and QAT-readiness."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import ALL_ARCHITECTURES, MOBILEDETS
+from mobiledets_tf.keras import keras
+from mobiledets_tf.layers import HardSwish, SqueezeExciteGate
+from mobiledets_tf.models.detector import SSDLiteDetector
+from mobiledets_tf.stats import model_stats
+
+# Multiply-adds (B) and parameters (M, all variables) at 320x320, 90 classes (reference table).
+PUBLISHED = {"mobiledet_cpu": (0.45, 4.21), "mobiledet_edgetpu": (1.53, 4.20),
+             "mobiledet_dsp": (2.82, 7.16), "mobiledet_gpu": (5.07, 13.11)}
+MODEL_GARDEN_IDS = {"mobiledet_cpu": "MobileDetCPU", "mobiledet_edgetpu": "MobileDetEdgeTPU",
+                    "mobiledet_dsp": "MobileDetDSP", "mobiledet_gpu": "MobileDetGPU"}
+
+
+@pytest.mark.parametrize("arch", MOBILEDETS)
+def test_totals_match_the_published_table_within_one_percent(arch):
+    total = model_stats(SSDLiteDetector(arch).model)["total"]
+    madds, params = PUBLISHED[arch]
+    assert total["madds"] / 1e9 == pytest.approx(madds, rel=0.01)
+    assert total["params"] / 1e6 == pytest.approx(params, rel=0.01)
+
+
+@pytest.mark.parametrize("arch", MOBILEDETS)
+def test_backbone_matches_model_garden_mobiledet(arch):
+    from official.vision.modeling.backbones import mobiledet
+    garden = mobiledet.MobileDet(model_id=MODEL_GARDEN_IDS[arch],
+                                 input_specs=keras.layers.InputSpec(shape=[None, 320, 320, 3]))
+    detector = SSDLiteDetector(arch)
+    assert model_stats(detector.model)["backbone"]["params"] == garden.count_params()
+    ours = {name: detector.model.get_layer(layer).output_shape
+            for name, layer in (("4", _endpoint_layer(detector, "C4")), ("5", _endpoint_layer(detector, "C5")))}
+    assert ours["4"] == tuple(garden.output_specs["4"].as_list())
+    assert ours["5"] == tuple(garden.output_specs["5"].as_list())
+
+
+def _endpoint_layer(detector, name):
+    endpoint = detector.arch.endpoints[name]
+    prefix = f"backbone_b{endpoint.block:02d}_"
+    return [l.name for l in detector.model.layers if l.name.startswith(prefix)][-1]
+
+
+def _batch(detector, batch_size=2, seed=0):
+    rng = np.random.default_rng(seed)
+    size = detector.input_size
+    images = rng.integers(0, 256, (batch_size, size, size, 3)).astype(np.float32)
+    gt_boxes = np.zeros((batch_size, 4, 4), np.float32)
+    gt_classes = -np.ones((batch_size, 4), np.int32)
+    gt_boxes[:, 0] = [0.1, 0.2, 0.6, 0.5]
+    gt_boxes[:, 1] = [0.5, 0.5, 0.9, 0.95]
+    gt_classes[:, :2] = [0, detector.num_classes - 1]
+    return images, gt_boxes, gt_classes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("input_size", [320, 256])
+@pytest.mark.parametrize("arch", ALL_ARCHITECTURES)
+def test_forward_pass_and_one_gradient_step(arch, input_size):
+    detector = SSDLiteDetector(arch, num_classes=5, input_size=input_size)
+    assert detector.model.input_shape == (None, input_size, input_size, 3)
+    images, gt_boxes, gt_classes = _batch(detector)
+    targets = detector.assign_targets(gt_boxes, gt_classes)
+    assert float(tf.reduce_sum(targets["positive_mask"])) >= 4  # forced matches at least
+    optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+    before = [v.numpy().copy() for v in detector.model.trainable_variables]
+    with tf.GradientTape() as tape:
+        predictions = detector.model(detector.preprocess(images), training=True)
+        losses = detector.losses(predictions, targets)
+        loss = losses["total"] + tf.add_n(detector.model.losses)
+    assert predictions[0].shape == (2, len(detector.anchors), 4)
+    assert predictions[1].shape == (2, len(detector.anchors), 6)
+    grads = tape.gradient(loss, detector.model.trainable_variables)
+    assert all(g is not None for g in grads)
+    assert all(np.isfinite(g.numpy()).all() for g in grads)
+    optimizer.apply_gradients(zip(grads, detector.model.trainable_variables))
+    for b, v, g in zip(before, detector.model.trainable_variables, grads):
+        # Box branches of feature maps without positive anchors get no loss gradient (only their
+        # L2 term); everything else, the whole backbone included, must learn from this batch.
+        if "_box_" not in v.name:
+            assert np.abs(g.numpy()).max() > 0, v.name
+        if np.abs(g.numpy()).max() == 0:
+            np.testing.assert_array_equal(b, v.numpy())
+    stem = detector.model.get_layer("backbone_b00_conv").kernel
+    assert not np.array_equal(before[0], stem.numpy()), "the optimizer step must reach the stem"
+    assert np.isfinite(float(losses["classification"])) and float(losses["localization"]) > 0
+
+    detections = detector.detect(images)
+    assert detections["boxes"].shape == (2, 100, 4)
+    assert detections["num_detections"].shape == (2,)
+
+
+def test_anchor_count_and_feature_maps():
+    detector = SSDLiteDetector("mobiledet_edgetpu", num_classes=3)
+    assert len(detector.anchors) == 2034
+    assert detector.feature_map_sizes == [(20, 20), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]
+    assert len(SSDLiteDetector("mobiledet_edgetpu", num_classes=3, input_size=256).anchors) == \
+        3 * 256 + 6 * (64 + 16 + 4 + 1 + 1)
+
+
+@pytest.mark.parametrize("bad", [300, 0, -32, 320.0])
+def test_input_size_must_be_a_multiple_of_32(bad):
+    with pytest.raises(ValueError, match="multiple of 32"):
+        SSDLiteDetector("mobiledet_cpu", input_size=bad)
+
+
+def test_head_hyperparameters_and_class_bias():
+    model = SSDLiteDetector("mobiledet_edgetpu", num_classes=90).model
+    bn = model.get_layer("extra1_reduce_bn")
+    assert (bn.momentum, bn.epsilon) == (0.97, 0.001)
+    assert model.get_layer("extra1_reduce").filters == 256
+    assert model.get_layer("extra4_project").filters == 128
+    class_conv = model.get_layer("predictor0_class_conv")
+    assert class_conv.filters == 3 * 91
+    np.testing.assert_allclose(class_conv.bias.numpy(), -4.6)
+    assert model.get_layer("predictor1_box_conv").filters == 6 * 4
+    assert class_conv.kernel_initializer.get_config()["stddev"] == pytest.approx(0.03)
+
+
+def test_depth_multiplier_scales_backbone_and_extra_layers_with_min_depth():
+    detector = SSDLiteDetector("mobiledet_gpu", num_classes=3, depth_multiplier=0.125)
+    model = detector.model
+    assert model.get_layer("backbone_b00_conv").filters == 8    # round8(32 / 8) floors at 8
+    assert model.get_layer("extra4_reduce").filters == 16       # max(int(64 / 8), 16)
+    assert model.get_layer("extra1_project").filters == 64      # int(512 / 8)
+
+
+def test_flat_graph_of_builtin_layers_only():
+    allowed_custom = (HardSwish, SqueezeExciteGate)
+    for arch in ("mobiledet_cpu", "mobilenet_v3_large"):
+        model = SSDLiteDetector(arch, num_classes=3).model
+        for layer in model.layers:
+            assert not isinstance(layer, keras.Model), layer.name
+            module = type(layer).__module__
+            assert module.startswith("tf_keras.") or isinstance(layer, allowed_custom), layer.name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ALL_ARCHITECTURES)
+def test_tfmot_quantizes_every_detector(arch):
+    from tensorflow_model_optimization.python.core.quantization.keras.quantize_wrapper import QuantizeWrapperV2
+
+    from mobiledets_tf.quantization.configs import OutputQuantizeConfig
+    from mobiledets_tf.quantization.qat import quantize_model, quantize_scope
+    detector = SSDLiteDetector(arch, num_classes=3, input_size=256)
+    qat = quantize_model(detector.model)
+    wrapped = {l.layer.name: l for l in qat.layers if isinstance(l, QuantizeWrapperV2)}
+    for layer in detector.model.layers:
+        if isinstance(layer, (HardSwish, SqueezeExciteGate)):
+            assert isinstance(wrapped[layer.name].quantize_config, OutputQuantizeConfig)
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Add, keras.layers.ReLU)):
+            assert layer.name in wrapped, f"{layer.name} is not quantized"
+    images = detector.preprocess(_batch(detector, 1)[0])
+    boxes, logits = qat(images, training=False)
+    assert logits.shape == (1, len(detector.anchors), 4)
+    assert np.isfinite(boxes.numpy()).all()
+    # The original float weights were carried over.
+    source = detector.model.get_layer("predictor0_class_conv").bias.numpy()
+    np.testing.assert_allclose(wrapped["predictor0_class_conv"].layer.bias.numpy(), source)
+    if arch == "mobiledet_cpu":
+        with quantize_scope():
+            restored = keras.Model.from_config(qat.get_config())
+        assert len(restored.layers) == len(qat.layers)
+
+
+def test_stats_cli_prints_json_and_rejects_unknown_architectures():
+    run = subprocess.run([sys.executable, "-m", "mobiledets_tf.bin.stats", "--arch=mobiledet_edgetpu",
+                          "--input_size=320", "--num_classes=90", "--json"],
+                         capture_output=True, text=True, check=True)
+    stats = json.loads(run.stdout)
+    assert set(stats) == {"backbone", "extra_layers", "predictor", "total"}
+    for part in stats.values():
+        assert set(part) == {"madds", "params", "trainable_params"}
+        assert all(isinstance(v, int) for v in part.values())
+    assert stats["total"]["params"] == sum(stats[p]["params"] for p in ("backbone", "extra_layers", "predictor"))
+    assert stats["total"]["madds"] / 1e9 == pytest.approx(1.53, rel=0.01)
+
+    bad = subprocess.run([sys.executable, "-m", "mobiledets_tf.bin.stats", "--arch=mobiledet_tpu"],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "unknown architecture 'mobiledet_tpu'" in bad.stderr

@@ -11,6 +11,8 @@ INSTALL_REQUIRES = [
     "numpy==2.4.6",
     "absl-py==1.4.0",  # tensorflow-model-optimization needs absl-py < 2
     "PyYAML==6.0.3",
+    "Pillow==13.0.0",
+    "tqdm==4.70.1",
 ]
 
 setup(
@@ -25,6 +27,9 @@ setup(
     entry_points={
         "console_scripts": [
             "mobiledets-stats=mobiledets_tf.bin.stats:run",
+            "mobiledets-make-tfrecords=mobiledets_tf.bin.make_tfrecords:run",
+            "mobiledets-train=mobiledets_tf.bin.train:run",
+            "mobiledets-eval=mobiledets_tf.bin.eval:run",
         ],
     },
 )

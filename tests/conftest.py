@@ -21,3 +21,29 @@ def _fresh_keras_session():
     from mobiledets_tf.keras import keras
     keras.backend.clear_session()
     yield
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory):
+    """A data root with a tiny built-in dataset (24 train, 8 val images of 128x128) generated once."""
+    root = str(tmp_path_factory.mktemp("data"))
+    os.environ["MOBILEDETS_DATA_DIR"] = root
+    from mobiledets_tf.data.builtin import builtin_dataset
+    builtin_dataset(**TINY_BUILTIN)
+    return root
+
+
+TINY_BUILTIN = dict(num_train=24, num_val=8, image_size=128, seed=0)
+
+
+def tiny_config_yaml(**train_overrides) -> str:
+    """A fast experiment: a thin MobileDet-EdgeTPU at 64x64 on the tiny built-in dataset."""
+    train = dict(batch_size=4, steps=6, base_learning_rate=0.05, warmup_steps=2,
+                 warmup_learning_rate=0.01, checkpoint_every=3, log_every=3, image_summary_every=3)
+    train.update(train_overrides)
+    builtin = ", ".join(f"{k}: {v}" for k, v in TINY_BUILTIN.items())
+    return (
+        "model: {arch: mobiledet_edgetpu, input_size: 64, num_classes: 6, depth_multiplier: 0.25}\n"
+        f"data: {{dataset: builtin, max_boxes: 8, shuffle_buffer: 16, builtin: {{{builtin}}}}}\n"
+        "train: {" + ", ".join(f"{k}: {v}" for k, v in train.items()) + "}\n"
+        "eval: {batch_size: 4}\n")

@@ -185,3 +185,21 @@ def test_stats_cli_prints_json_and_rejects_unknown_architectures():
     bad = subprocess.run([sys.executable, "-m", "mobiledets_tf.bin.stats", "--arch=mobiledet_tpu"],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "unknown architecture 'mobiledet_tpu'" in bad.stderr
+
+
+def test_mixed_precision_training_step_keeps_float32_outputs():
+    from mobiledets_tf.training.task import set_precision_policy
+    set_precision_policy("mixed_bfloat16")
+    try:
+        detector = SSDLiteDetector("mobiledet_edgetpu", num_classes=3, input_size=64, depth_multiplier=0.25)
+        assert detector.model.get_layer("backbone_b02_fused").compute_dtype == "bfloat16"
+        images, gt_boxes, gt_classes = _batch(detector)
+        with tf.GradientTape() as tape:
+            predictions = detector.model(detector.preprocess(images), training=True)
+            loss = detector.losses(predictions, detector.assign_targets(gt_boxes, gt_classes))["total"]
+        assert predictions[0].dtype == tf.float32 and predictions[1].dtype == tf.float32
+        grads = tape.gradient(loss, detector.model.trainable_variables)
+        assert np.isfinite(float(loss)) and all(np.isfinite(g.numpy()).all() for g in grads)
+        assert detector.detect(images)["boxes"].dtype == tf.float32
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

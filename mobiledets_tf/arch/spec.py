@@ -12,10 +12,11 @@ SSDLite head. Validation errors name the source, the block and the field.
 """
 import dataclasses
 import json
-import os
 from typing import Any, Dict, List, Optional, Union
 
 import yaml
+
+from mobiledets_tf.io_utils import write_text_atomically
 
 from mobiledets_tf.layers.activations import ACTIVATIONS
 from mobiledets_tf.layers.squeeze_excite import SE_GATES
@@ -119,11 +120,7 @@ class ArchSpec:
 
     def save(self, path: str) -> None:
         """Writes YAML (or JSON for a .json path) atomically."""
-        text = self.to_json() if path.endswith(".json") else self.to_yaml()
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        write_text_atomically(path, self.to_json() if path.endswith(".json") else self.to_yaml())
 
     @classmethod
     def load(cls, path: str) -> "ArchSpec":

@@ -72,20 +72,12 @@ def anchor_specs(
     return specs
 
 
-def num_anchors_per_location(
-    num_layers: int = 6,
-    min_scale: float = 0.2,
-    max_scale: float = 0.95,
-    aspect_ratios: Sequence[float] = DEFAULT_ASPECT_RATIOS,
-    interpolated_scale_aspect_ratio: float = 1.0,
-    reduce_boxes_in_lowest_layer: bool = True,
-) -> List[int]:
-    """Number of anchors at each location of each layer ([3, 6, 6, 6, 6, 6] by default)."""
-    specs = anchor_specs(
-        num_layers, min_scale, max_scale, aspect_ratios,
-        interpolated_scale_aspect_ratio, reduce_boxes_in_lowest_layer,
-    )
-    return [len(layer) for layer in specs]
+def num_anchors_per_location(**anchor_spec_kwargs) -> List[int]:
+    """Number of anchors at each location of each layer ([3, 6, 6, 6, 6, 6] by default).
+
+    Takes the keyword arguments of `anchor_specs`.
+    """
+    return [len(layer) for layer in anchor_specs(**anchor_spec_kwargs)]
 
 
 def feature_map_sizes_for_input(input_size: int, num_layers: int = 6) -> List[Tuple[int, int]]:

@@ -46,9 +46,8 @@ class Block(keras.layers.Layer):
             depthwise_initializer=defaults.depthwise_initializer(kernel_size),
             name=f"{self.name}_{suffix}")
 
-    def _bn(self, suffix: str, bn_params=None):
-        return keras.layers.BatchNormalization(
-            **(bn_params or defaults.BACKBONE_BN), name=f"{self.name}_{suffix}")
+    def _bn(self, suffix: str):
+        return defaults.batch_norm(defaults.BACKBONE_BN, f"{self.name}_{suffix}")
 
     def _act(self, activation: str, suffix: str):
         return activation_layer(activation, f"{self.name}_{suffix}")

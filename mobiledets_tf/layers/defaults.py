@@ -5,6 +5,7 @@ TF1's `l2_regularizer { weight: w }` computes `w * sum(x^2) / 2`; Keras' `l2(w)`
 `w * sum(x^2)`, so the Keras factor is half the config weight. Depthwise kernels are not regularised
 (the configs leave `regularize_depthwise` at its default, false).
 """
+import contextlib
 import math
 
 from mobiledets_tf.keras import keras
@@ -13,6 +14,25 @@ L2_WEIGHT = 4e-5
 
 BACKBONE_BN = {"momentum": 0.99, "epsilon": 0.01}
 HEAD_BN = {"momentum": 0.97, "epsilon": 0.001}
+
+_batch_norm_options = {"synchronized": False}
+
+
+@contextlib.contextmanager
+def synchronized_batch_norm(enabled: bool = True):
+    """Within this context, new BatchNorm layers compute batch statistics across all replicas."""
+    previous = _batch_norm_options["synchronized"]
+    _batch_norm_options["synchronized"] = enabled
+    try:
+        yield
+    finally:
+        _batch_norm_options["synchronized"] = previous
+
+
+def batch_norm(params: dict, name: str) -> keras.layers.BatchNormalization:
+    """A BatchNorm layer with `params` (BACKBONE_BN or HEAD_BN), synchronized if so configured."""
+    return keras.layers.BatchNormalization(
+        **params, synchronized=_batch_norm_options["synchronized"], name=name)
 
 
 def l2_regularizer(weight: float = L2_WEIGHT):

@@ -24,18 +24,11 @@ DEFAULT_INPUT_SIZE = 320
 DEFAULT_NUM_CLASSES = 90
 
 
-def check_input_size(input_size: int) -> int:
-    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size <= 0 \
-            or input_size % 32:
-        raise ValueError(f"input_size must be a positive multiple of 32, got {input_size!r}")
-    return input_size
-
-
 def build_ssdlite_model(arch: ArchSpec, num_classes: int, input_size: int,
                         depth_multiplier: float = 1.0, min_depth: int = 16,
                         batch_size: Optional[int] = None) -> keras.Model:
     """The Functional SSDLite model of `arch` (see the module docstring for inputs and outputs)."""
-    check_input_size(input_size)
+    anchor_lib.feature_map_sizes_for_input(input_size)  # validates the input size
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     images = keras.Input((input_size, input_size, 3), batch_size=batch_size, name="image")
@@ -55,11 +48,11 @@ class SSDLiteDetector:
                  min_depth: int = 16, batch_size: Optional[int] = None):
         self.arch = load_arch(arch)
         self.num_classes = num_classes
-        self.input_size = check_input_size(input_size)
+        self.input_size = input_size
         self.depth_multiplier = depth_multiplier
+        self.feature_map_sizes = anchor_lib.feature_map_sizes_for_input(input_size)
         self.model = build_ssdlite_model(self.arch, num_classes, input_size, depth_multiplier,
                                          min_depth, batch_size)
-        self.feature_map_sizes = anchor_lib.feature_map_sizes_for_input(input_size)
         self.anchors = anchor_lib.generate_anchors(self.feature_map_sizes)
         num_predictions = self.model.outputs[0].shape[1]
         if num_predictions != len(self.anchors):
@@ -84,7 +77,7 @@ class SSDLiteDetector:
         box_encodings, class_logits = predictions
         return postprocess_lib.postprocess(box_encodings, class_logits, self.anchors, **nms_kwargs)
 
-    def detect(self, images) -> Dict[str, tf.Tensor]:
+    def detect(self, images, **nms_kwargs) -> Dict[str, tf.Tensor]:
         """Images with pixels in [0, 255] (already resized) -> postprocessed detections."""
-        return self.postprocess(self.model(self.preprocess(images), training=False))
+        return self.postprocess(self.model(self.preprocess(images), training=False), **nms_kwargs)
 

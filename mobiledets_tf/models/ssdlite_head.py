@@ -17,7 +17,7 @@ CLASS_BIAS_INIT = -4.6
 
 
 def _bn_relu6(x, name: str):
-    x = keras.layers.BatchNormalization(**defaults.HEAD_BN, name=f"{name}_bn")(x)
+    x = defaults.batch_norm(defaults.HEAD_BN, f"{name}_bn")(x)
     return keras.layers.ReLU(6.0, name=f"{name}_relu6")(x)
 
 
@@ -68,6 +68,7 @@ def wire_box_predictor(feature_maps: Sequence, anchors_per_location: Sequence[in
             x = _bn_relu6(_depthwise(1, f"{name}_depthwise")(fmap), f"{name}_depthwise")
             x = _conv(k * size, f"{name}_conv", use_bias=True, bias_init=bias)(x)
             outputs.append(keras.layers.Reshape((height * width * k, size), name=f"{name}_reshape")(x))
-    box_encodings = keras.layers.Concatenate(axis=1, name="box_encodings")(boxes)
-    class_logits = keras.layers.Concatenate(axis=1, name="class_logits")(classes)
+    # float32 outputs under mixed precision: losses and the postprocess work in float32.
+    box_encodings = keras.layers.Concatenate(axis=1, dtype="float32", name="box_encodings")(boxes)
+    class_logits = keras.layers.Concatenate(axis=1, dtype="float32", name="class_logits")(classes)
     return box_encodings, class_logits

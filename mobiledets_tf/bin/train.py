@@ -1,0 +1,75 @@
+"""mobiledets-train: trains an SSDLite detector (float), on one device or under tf.distribute.
+
+    mobiledets-train --config=configs/experiments/quickstart.yaml --model_dir=runs/quickstart
+    mobiledets-train --config=configs/experiments/mobiledet_edgetpu_coco.yaml --model_dir=gs://... \
+        --strategy=tpu --tpu=my-tpu --override=data.train_pattern=gs://coco/train-*
+    mobiledets-train ... --arch=path/to/searched_arch.yaml      # any ArchSpec name or file
+
+Resumes from the latest checkpoint in --model_dir. Writes the resolved config (`config.yaml`) and the
+architecture (`arch.json`) next to the checkpoints, TensorBoard summaries under `train/`.
+"""
+import os
+import sys
+
+from absl import app, flags, logging
+
+import mobiledets_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+from mobiledets_tf.arch import ArchSpecError
+from mobiledets_tf.bin import common
+from mobiledets_tf.config import ConfigError, save_config
+from mobiledets_tf.training.loop import TrainingDivergedError, TrainingLoop
+from mobiledets_tf.training.strategy import (STRATEGIES, barrier, is_chief, is_multi_worker,
+                                             make_strategy, split_cpu)
+from mobiledets_tf.training.summaries import detection_image_summary_fn
+from mobiledets_tf.training.task import DetectionTask
+
+common.define_config_flags()
+MODEL_DIR = flags.DEFINE_string("model_dir", None, "Directory for checkpoints and summaries.")
+STRATEGY = flags.DEFINE_enum("strategy", "default", STRATEGIES, "Distribution strategy.")
+TPU = flags.DEFINE_string("tpu", "", "TPU name or address (with --strategy=tpu).")
+CPU_DEVICES = flags.DEFINE_integer(
+    "cpu_devices", 1, "Split the CPU into this many logical devices (to run --strategy=mirrored "
+    "with several replicas on a machine without GPUs).")
+flags.mark_flag_as_required("model_dir")
+
+
+def main(argv):
+    del argv
+    try:
+        config = common.load_config_from_flags()
+        split_cpu(CPU_DEVICES.value)
+        strategy = make_strategy(STRATEGY.value, TPU.value)
+        task = DetectionTask(config, strategy)
+    except (ConfigError, ArchSpecError, FileNotFoundError, ValueError) as e:
+        sys.exit(f"mobiledets-train: {e}")
+    logging.info("Training %s on %d replica(s), global batch %d, %d steps",
+                 task.detector.arch.name, strategy.num_replicas_in_sync, config.train.batch_size,
+                 config.train.steps)
+    loop = TrainingLoop(task, MODEL_DIR.value,
+                        image_summary_fn=detection_image_summary_fn(task, num_images=4))
+    if is_chief(strategy):
+        os.makedirs(MODEL_DIR.value, exist_ok=True)
+        save_config(config, os.path.join(MODEL_DIR.value, "config.yaml"))
+        task.detector.arch.save(os.path.join(MODEL_DIR.value, "arch.json"))
+    try:
+        losses = loop.run()
+    except TrainingDivergedError as e:
+        sys.exit(f"mobiledets-train: {e}")
+    if losses:
+        logging.info("Finished at step %d: loss %.4f", loop.step, losses["total_loss"])
+    if is_multi_worker(strategy):
+        # Leave together: a worker still shutting down when the coordination-service leader has
+        # exited waits on its heartbeat forever, so after a final barrier exit without teardown.
+        barrier(strategy)
+        logging.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

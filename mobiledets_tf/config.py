@@ -1,0 +1,158 @@
+"""Experiment configuration: typed defaults, YAML files and command-line overrides, validated.
+
+Configs are Model Garden `Config` dataclasses, so YAML files and overrides go through
+`official.modeling.hyperparams.params_dict.override_params_dict` (strict: unknown keys are errors).
+On top of that every value is checked against the type of its default, and errors name the file or
+the override that set the bad value. One override syntax serves every binary:
+`--override=train.steps=200,model.arch=mobiledet_cpu` (values are YAML scalars).
+"""
+import dataclasses
+import os
+import typing
+from typing import Iterable, Optional
+
+import yaml
+from official.modeling.hyperparams import base_config, params_dict
+
+from mobiledets_tf.io_utils import write_text_atomically
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names its source and key."""
+
+
+@dataclasses.dataclass
+class ModelConfig(base_config.Config):
+    arch: str = "mobiledet_edgetpu"      # name under configs/architectures/ or an ArchSpec path
+    input_size: int = 320
+    num_classes: int = 90                # largest category id (class index = id - 1)
+    depth_multiplier: float = 1.0
+    min_depth: int = 16
+    sync_batch_norm: bool = False        # batch statistics across replicas when distributed
+
+
+@dataclasses.dataclass
+class BuiltinDataConfig(base_config.Config):
+    num_train: int = 4000
+    num_val: int = 400
+    image_size: int = 320
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class DataConfig(base_config.Config):
+    dataset: str = "builtin"             # "builtin" or "tfrecord"
+    train_pattern: str = ""              # TFRecord glob (dataset: tfrecord)
+    val_pattern: str = ""
+    val_annotations: str = ""            # optional COCO JSON of the validation split
+    label_map: str = ""                  # label_map.json / .pbtxt
+    builtin: BuiltinDataConfig = dataclasses.field(default_factory=BuiltinDataConfig)
+    max_boxes: int = 100
+    ssd_random_crop: bool = True
+    random_flip: bool = True
+    shuffle_buffer: int = 1000
+    cache: bool = False                  # cache decoded training images in memory
+
+
+@dataclasses.dataclass
+class TrainConfig(base_config.Config):
+    batch_size: int = 512                # global batch, split across replicas
+    steps: int = 400000
+    optimizer: str = "sgd"               # "sgd" (momentum) or "adam"
+    base_learning_rate: float = 0.8
+    warmup_steps: int = 2000
+    warmup_learning_rate: float = 0.13333
+    momentum: float = 0.9
+    gradient_clip_norm: float = 0.0      # 0: no clipping
+    mixed_precision: str = ""            # "", "mixed_bfloat16" (TPU) or "mixed_float16" (GPU)
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 5
+    log_every: int = 100
+    image_summary_every: int = 5000
+    init_checkpoint: str = ""
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class EvalConfig(base_config.Config):
+    batch_size: int = 16
+    max_images: int = 0                  # 0: the whole validation split
+    num_picture_images: int = 8
+    score_threshold: float = 1e-8
+    iou_threshold: float = 0.6
+    max_detections: int = 100
+
+
+@dataclasses.dataclass
+class ExperimentConfig(base_config.Config):
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+
+_CHOICES = {
+    "data.dataset": ("builtin", "tfrecord"),
+    "train.mixed_precision": ("", "mixed_bfloat16", "mixed_float16"),
+    "train.optimizer": ("sgd", "adam"),
+}
+_POSITIVE = ("model.input_size", "model.num_classes", "model.depth_multiplier", "train.batch_size",
+             "train.steps", "train.checkpoint_every", "train.log_every", "eval.batch_size",
+             "data.max_boxes", "data.builtin.num_train", "data.builtin.num_val")
+
+
+def _check_types(config: base_config.Config, source: str, prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(config))
+    for field in dataclasses.fields(config):
+        key, value, expected = f"{prefix}{field.name}", getattr(config, field.name), hints[field.name]
+        if isinstance(value, base_config.Config):
+            _check_types(value, source, f"{key}.")
+            continue
+        ok = {int: isinstance(value, int) and not isinstance(value, bool),
+              float: isinstance(value, (int, float)) and not isinstance(value, bool),
+              str: isinstance(value, str),
+              bool: isinstance(value, bool)}.get(expected, True)
+        if not ok:
+            raise ConfigError(f"{source}: {key} must be {expected.__name__}, got {value!r}")
+        if expected is float:
+            setattr(config, field.name, float(value))
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise ConfigError(f"{source}: {key} must be one of {_CHOICES[key]}, got {value!r}")
+        if key in _POSITIVE and value <= 0:
+            raise ConfigError(f"{source}: {key} must be positive, got {value!r}")
+
+
+def _apply(config, overrides, source: str) -> None:
+    try:
+        params_dict.override_params_dict(config, overrides, is_strict=True)
+    except KeyError as e:
+        raise ConfigError(f"{source}: unknown key: {e.args[0]}") from None
+    except (ValueError, TypeError, AttributeError, yaml.YAMLError) as e:
+        raise ConfigError(f"{source}: {e}") from None
+    _check_types(config, source)
+
+
+def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """Defaults <- YAML file at `path` <- each override string, validated after each step."""
+    config = ExperimentConfig()
+    if path:
+        if not os.path.isfile(path):
+            raise ConfigError(f"{path}: config file not found")
+        with open(path) as f:
+            try:
+                data = yaml.safe_load(f) or {}
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
+        _apply(config, data, path)
+    for override in overrides:
+        if override:
+            _apply(config, override, f"override {override!r}")
+    return config
+
+
+def save_config(config: ExperimentConfig, path: str) -> None:
+    """Writes the resolved config as YAML, atomically."""
+    write_text_atomically(path, yaml.safe_dump(config.as_dict(), sort_keys=False))
+

@@ -1,0 +1,1 @@
+"""Training: distribution strategies, the detection task (model, inputs, losses, train step), the loop."""

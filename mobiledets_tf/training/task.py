@@ -1,0 +1,123 @@
+"""The detection task: one object that owns the detector, its optimizer, inputs, losses and train step.
+
+Binaries stay thin: `mobiledets-train` builds a `DetectionTask` from an `ExperimentConfig` and a
+strategy and hands it to the training loop. Losses are normalised by the number of positive anchors
+of the *global* batch (summed across replicas) and the regularisation loss is split across replicas,
+so the summed replica gradients equal the gradients of one device on the same global batch.
+"""
+import dataclasses
+from typing import Dict, List
+
+import tensorflow as tf
+
+from mobiledets_tf.config import ConfigError, ExperimentConfig
+from mobiledets_tf.data import pipeline
+from mobiledets_tf.data.builtin import builtin_dataset
+from mobiledets_tf.data.label_map import Category, class_names, num_classes, read_label_map
+from mobiledets_tf.detection.losses import num_positives
+from mobiledets_tf.keras import keras
+from mobiledets_tf.layers.defaults import synchronized_batch_norm
+from mobiledets_tf.models.detector import SSDLiteDetector
+from mobiledets_tf.training.optimizer import build_optimizer
+
+LOSS_KEYS = ("total_loss", "classification_loss", "localization_loss", "regularization_loss")
+
+
+@dataclasses.dataclass
+class DataSources:
+    train_pattern: str
+    val_pattern: str
+    val_annotations: str
+    label_map: List[Category]
+    class_names: List[str]
+    num_classes: int
+
+
+def resolve_data(config: ExperimentConfig) -> DataSources:
+    """Where the data lives: the built-in dataset (generated on first use) or TFRecords."""
+    data = config.data
+    if data.dataset == "builtin":
+        b = data.builtin
+        built = builtin_dataset(num_train=b.num_train, num_val=b.num_val, image_size=b.image_size,
+                                seed=b.seed)
+        train, val, annotations, label_map_path = (built.train_pattern, built.val_pattern,
+                                                   built.val_annotations, built.label_map_path)
+    else:
+        if not data.train_pattern or not data.label_map:
+            raise ConfigError("data.dataset is 'tfrecord': set data.train_pattern and data.label_map")
+        train, val, annotations, label_map_path = (data.train_pattern, data.val_pattern,
+                                                   data.val_annotations, data.label_map)
+    label_map = read_label_map(label_map_path)
+    sources = DataSources(train, val, annotations, label_map, class_names(label_map),
+                          num_classes(label_map))
+    if sources.num_classes != config.model.num_classes:
+        raise ConfigError(
+            f"model.num_classes is {config.model.num_classes} but the label map {label_map_path} has "
+            f"category ids up to {sources.num_classes}; set model.num_classes={sources.num_classes}")
+    return sources
+
+
+def set_precision_policy(mixed_precision: str) -> None:
+    """Sets Keras' global dtype policy for a mixed-precision run; "" leaves the policy as it is."""
+    if mixed_precision:
+        keras.mixed_precision.set_global_policy(mixed_precision)
+
+
+class DetectionTask:
+    def __init__(self, config: ExperimentConfig, strategy: tf.distribute.Strategy,
+                 data: DataSources = None):
+        self.config = config
+        self.strategy = strategy
+        self.data = data or resolve_data(config)
+        set_precision_policy(config.train.mixed_precision)
+        sync = config.model.sync_batch_norm and strategy.num_replicas_in_sync > 1
+        with strategy.scope(), synchronized_batch_norm(sync):
+            m = config.model
+            self.detector = SSDLiteDetector(m.arch, num_classes=m.num_classes, input_size=m.input_size,
+                                            depth_multiplier=m.depth_multiplier, min_depth=m.min_depth)
+            self.optimizer, self.learning_rate = build_optimizer(config.train)
+        self.model = self.detector.model
+
+    # Inputs ------------------------------------------------------------------------------------
+    def train_dataset_fn(self, input_context: tf.distribute.InputContext = None) -> tf.data.Dataset:
+        c = self.config
+        batch = (input_context.get_per_replica_batch_size(c.train.batch_size) if input_context
+                 else c.train.batch_size)
+        return pipeline.train_dataset(
+            self.data.train_pattern, self.detector.anchors, c.model.num_classes, c.model.input_size,
+            batch, seed=c.train.seed, max_boxes=c.data.max_boxes, ssd_crop=c.data.ssd_random_crop,
+            flip=c.data.random_flip, shuffle_buffer=c.data.shuffle_buffer, cache=c.data.cache,
+            input_context=input_context)
+
+    def distributed_train_dataset(self):
+        return self.strategy.distribute_datasets_from_function(self.train_dataset_fn)
+
+    # Loss and step -----------------------------------------------------------------------------
+    def replica_losses(self, images, targets, training: bool = True) -> Dict[str, tf.Tensor]:
+        """This replica's share of the global-batch losses (the shares sum to the global losses)."""
+        replica = tf.distribute.get_replica_context()
+        predictions = self.model(images, training=training)
+        positives = num_positives(targets["positive_mask"])
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            positives = replica.all_reduce(tf.distribute.ReduceOp.SUM, positives)
+        losses = self.detector.losses(predictions, targets, normalizer=tf.maximum(positives, 1.0))
+        num_replicas = replica.num_replicas_in_sync if replica is not None else 1
+        regularization = tf.add_n([tf.cast(l, tf.float32) for l in self.model.losses]) / num_replicas
+        return {"total_loss": losses["total"] + regularization,
+                "classification_loss": losses["classification"],
+                "localization_loss": losses["localization"],
+                "regularization_loss": regularization}
+
+    def train_step(self, images, targets) -> Dict[str, tf.Tensor]:
+        """One optimizer step on this replica's batch; returns its loss shares."""
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            losses = self.replica_losses(images, targets)
+            loss = losses["total_loss"]
+            if isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer):
+                loss = self.optimizer.get_scaled_loss(loss)
+        gradients = tape.gradient(loss, variables)
+        if isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer):
+            gradients = self.optimizer.get_unscaled_gradients(gradients)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        return losses

@@ -30,6 +30,7 @@ setup(
             "mobiledets-make-tfrecords=mobiledets_tf.bin.make_tfrecords:run",
             "mobiledets-train=mobiledets_tf.bin.train:run",
             "mobiledets-eval=mobiledets_tf.bin.eval:run",
+            "mobiledets-export=mobiledets_tf.bin.export:run",
         ],
     },
 )

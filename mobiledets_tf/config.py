@@ -29,6 +29,7 @@ class ModelConfig(base_config.Config):
     depth_multiplier: float = 1.0
     min_depth: int = 16
     sync_batch_norm: bool = False        # batch statistics across replicas when distributed
+    quantization: str = ""               # "" (float) or "qat" (fake-quantized, tfmot 8-bit)
 
 
 @dataclasses.dataclass
@@ -69,7 +70,7 @@ class TrainConfig(base_config.Config):
     keep_checkpoints: int = 5
     log_every: int = 100
     image_summary_every: int = 5000
-    init_checkpoint: str = ""
+    init_checkpoint: str = ""            # float weights to start from (before QAT wrapping)
     seed: int = 0
 
 
@@ -93,6 +94,7 @@ class ExperimentConfig(base_config.Config):
 
 _CHOICES = {
     "data.dataset": ("builtin", "tfrecord"),
+    "model.quantization": ("", "qat"),
     "train.mixed_precision": ("", "mixed_bfloat16", "mixed_float16"),
     "train.optimizer": ("sgd", "adam"),
 }

@@ -47,3 +47,14 @@ def tiny_config_yaml(**train_overrides) -> str:
         f"data: {{dataset: builtin, max_boxes: 8, shuffle_buffer: 16, builtin: {{{builtin}}}}}\n"
         "train: {" + ", ".join(f"{k}: {v}" for k, v in train.items()) + "}\n"
         "eval: {batch_size: 4}\n")
+
+
+def run_binary(name: str, *args, check: bool = True, timeout: int = 900):
+    """Runs `python -m mobiledets_tf.bin.NAME ARGS...`; asserts success unless check=False."""
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "-m", f"mobiledets_tf.bin.{name}", *map(str, args)],
+                         capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert run.returncode == 0, run.stderr[-3000:]
+    return run

@@ -21,8 +21,8 @@ def config_flag_value():
     return _CONFIG.value
 
 
-def load_config_from_flags(config_path: str = None) -> ExperimentConfig:
-    overrides = list(_OVERRIDES.value)
+def load_config_from_flags(config_path: str = None, extra_overrides=()) -> ExperimentConfig:
+    overrides = list(_OVERRIDES.value) + list(extra_overrides)
     if _ARCH.value:
         overrides.append(f"model.arch={_ARCH.value!r}")
     return load_config(config_path or _CONFIG.value, overrides)

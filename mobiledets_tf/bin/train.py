@@ -1,9 +1,11 @@
-"""mobiledets-train: trains an SSDLite detector (float), on one device or under tf.distribute.
+"""mobiledets-train: trains an SSDLite detector (float or QAT), on one device or under tf.distribute.
 
     mobiledets-train --config=configs/experiments/quickstart.yaml --model_dir=runs/quickstart
     mobiledets-train --config=configs/experiments/mobiledet_edgetpu_coco.yaml --model_dir=gs://... \
         --strategy=tpu --tpu=my-tpu --override=data.train_pattern=gs://coco/train-*
     mobiledets-train ... --arch=path/to/searched_arch.yaml      # any ArchSpec name or file
+    mobiledets-train --config=... --model_dir=runs/qat --quantization=qat \
+        --init_checkpoint=runs/quickstart --override=train.steps=1000,train.base_learning_rate=0.001
 
 Resumes from the latest checkpoint in --model_dir. Writes the resolved config (`config.yaml`) and the
 architecture (`arch.json`) next to the checkpoints, TensorBoard summaries under `train/`.
@@ -17,6 +19,7 @@ import mobiledets_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from mobiledets_tf.arch import ArchSpecError
 from mobiledets_tf.bin import common
 from mobiledets_tf.config import ConfigError, save_config
+from mobiledets_tf.models.checkpoints import CheckpointError
 from mobiledets_tf.training.loop import TrainingDivergedError, TrainingLoop
 from mobiledets_tf.training.strategy import (STRATEGIES, barrier, is_chief, is_multi_worker,
                                              make_strategy, split_cpu)
@@ -30,20 +33,39 @@ TPU = flags.DEFINE_string("tpu", "", "TPU name or address (with --strategy=tpu).
 CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", 1, "Split the CPU into this many logical devices (to run --strategy=mirrored "
     "with several replicas on a machine without GPUs).")
+QUANTIZATION = flags.DEFINE_enum(
+    "quantization", None, ["float", "qat"], "Shortcut for --override=model.quantization=...: qat "
+    "fine-tunes with fake quantization (tfmot's 8-bit scheme), usually from --init_checkpoint.")
+INIT_CHECKPOINT = flags.DEFINE_string(
+    "init_checkpoint", None, "Shortcut for --override=train.init_checkpoint=...: float weights "
+    "(checkpoint file or training directory) to start from; ignored when --model_dir has a checkpoint.")
 flags.mark_flag_as_required("model_dir")
+
+
+def shortcut_overrides():
+    overrides = []
+    if QUANTIZATION.value:
+        overrides.append(f"model.quantization={'qat' if QUANTIZATION.value == 'qat' else ''!r}")
+    if INIT_CHECKPOINT.value:
+        overrides.append(f"train.init_checkpoint={INIT_CHECKPOINT.value!r}")
+    return overrides
 
 
 def main(argv):
     del argv
     try:
-        config = common.load_config_from_flags()
+        config = common.load_config_from_flags(extra_overrides=shortcut_overrides())
+        if config.model.quantization == "qat" and not config.train.init_checkpoint:
+            logging.warning("QAT from random weights: give --init_checkpoint=FLOAT_CKPT to fine-tune "
+                            "a trained float model, as QAT is meant to")
         split_cpu(CPU_DEVICES.value)
         strategy = make_strategy(STRATEGY.value, TPU.value)
         task = DetectionTask(config, strategy)
-    except (ConfigError, ArchSpecError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, ArchSpecError, CheckpointError, FileNotFoundError, ValueError) as e:
         sys.exit(f"mobiledets-train: {e}")
-    logging.info("Training %s on %d replica(s), global batch %d, %d steps",
-                 task.detector.arch.name, strategy.num_replicas_in_sync, config.train.batch_size,
+    logging.info("Training %s%s on %d replica(s), global batch %d, %d steps",
+                 task.detector.arch.name, " with QAT" if config.model.quantization else "",
+                 strategy.num_replicas_in_sync, config.train.batch_size,
                  config.train.steps)
     loop = TrainingLoop(task, MODEL_DIR.value,
                         image_summary_fn=detection_image_summary_fn(task, num_images=4))

@@ -52,13 +52,13 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from absl import logging
 from PIL import Image, ImageSequence, UnidentifiedImageError
-from tqdm import tqdm
 
 import mobiledets_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import tensorflow as tf
 from mobiledets_tf.data import label_map as label_map_lib
 from mobiledets_tf.data.example_format import make_detection_example
 from mobiledets_tf.io_utils import temp_path
+from mobiledets_tf.progress import progress_bar
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 PROBLEM_KINDS = {
@@ -521,8 +521,8 @@ def convert_coco_to_tfrecords(annotations_path: str, image_dir: str, output_pref
     try:
         writers = [tf.io.TFRecordWriter(temps[p]) for p in shard_finals]
         record_index = 0
-        for image in tqdm(dataset.images, desc=f"converting {os.path.basename(annotations_path)}",
-                          unit="img", dynamic_ncols=True):
+        for image in progress_bar(dataset.images, desc=f"converting {os.path.basename(annotations_path)}",
+                                  unit="img"):
             file_name, image_id = image["file_name"], image["id"]
             anns = dataset.annotations_by_image.get(image_id, [])
             try:

@@ -33,9 +33,9 @@ from typing import List, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
-from tqdm import tqdm
 
 from mobiledets_tf.io_utils import write_bytes_atomically, write_text_atomically
+from mobiledets_tf.progress import progress_bar
 
 CLASS_NAMES = ("circle", "square", "triangle", "star", "cross", "ring")
 GENERATOR_VERSION = 2  # bump when the drawing changes: cached copies are then regenerated
@@ -231,7 +231,7 @@ def generate_shapes(output_dir: str, split: str, num_images: int, seed: int, ima
     images_path = image_dir(output_dir, split)
     os.makedirs(images_path, exist_ok=True)
     images, annotations = [], []
-    for index in tqdm(range(num_images), desc=f"drawing shapes/{split}", unit="img", dynamic_ncols=True):
+    for index in progress_bar(range(num_images), desc=f"drawing shapes/{split}", unit="img"):
         drawn = render_image(int(seed), index, image_size)
         image_id = index + 1
         file_name = f"{image_id:06d}.jpg"

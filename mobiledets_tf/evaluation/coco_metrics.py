@@ -407,12 +407,12 @@ def evaluate_dataset(
     Returns:
       `DetectionEvaluator.evaluate()` output.
     """
-    from tqdm import tqdm
+    from mobiledets_tf.progress import progress_bar
 
     if max_images is not None and max_images < 1:
         raise ValueError(f"max_images must be >= 1, got {max_images}")
     evaluator = DetectionEvaluator(label_map, annotation_file)
-    with tqdm(total=max_images, unit=" images", desc="COCO eval", disable=not progress) as bar:
+    with progress_bar(total=max_images, unit=" images", desc="COCO eval", disable=not progress) as bar:
         for element in dataset:
             if not (isinstance(element, (tuple, list)) and len(element) == 2):
                 raise ValueError("the dataset must yield (images, groundtruth) pairs")

@@ -6,33 +6,22 @@ The detector is rebuilt from the run's config, its weights restored from a check
 import os
 from typing import Any, Dict, Optional
 
+import numpy as np
 import tensorflow as tf
 
 from mobiledets_tf.config import ExperimentConfig
 from mobiledets_tf.data import pipeline
 from mobiledets_tf.evaluation.coco_metrics import evaluate_dataset, save_metrics
 from mobiledets_tf.evaluation.visualize import save_detection_grid
+from mobiledets_tf.models.checkpoints import restore_weights
 from mobiledets_tf.models.detector import SSDLiteDetector
 from mobiledets_tf.training.task import DataSources
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable or does not fit the model."""
-
-
 def restore_detector(config: ExperimentConfig, checkpoint: str) -> SSDLiteDetector:
-    """Builds the detector of `config` and restores its weights from `checkpoint` (file or dir)."""
-    path = tf.train.latest_checkpoint(checkpoint) if os.path.isdir(checkpoint) else checkpoint
-    if not path or not tf.io.gfile.exists(f"{path}.index"):
-        raise CheckpointError(f"{checkpoint}: no checkpoint found")
-    m = config.model
-    detector = SSDLiteDetector(m.arch, num_classes=m.num_classes, input_size=m.input_size,
-                               depth_multiplier=m.depth_multiplier, min_depth=m.min_depth)
-    try:
-        status = tf.train.Checkpoint(model=detector.model).read(path)
-        status.expect_partial().assert_existing_objects_matched()
-    except (tf.errors.OpError, ValueError, AssertionError) as e:
-        raise CheckpointError(f"{path}: cannot restore the {m.arch} detector from it: {e}") from e
+    """Builds the detector of `config` (float or QAT) and restores its weights from `checkpoint`."""
+    detector = SSDLiteDetector.from_config(config.model)
+    restore_weights(detector.model, checkpoint, f"{config.model.arch} detector")
     return detector
 
 
@@ -61,7 +50,7 @@ def evaluate_predict_fn(predict_fn, config: ExperimentConfig, data: DataSources,
         os.makedirs(output_dir, exist_ok=True)
         save_metrics(metrics, os.path.join(output_dir, "metrics.json"))
         images, groundtruth = next(iter(dataset.unbatch().batch(e.num_picture_images)))
-        save_detection_grid(images.numpy(), {k: v.numpy() for k, v in predict_fn(images).items()},
+        save_detection_grid(images.numpy(), {k: np.asarray(v) for k, v in predict_fn(images).items()},
                             data.class_names, os.path.join(output_dir, "detections.png"),
                             score_threshold=0.3)
     return metrics

@@ -5,7 +5,10 @@
   (column 0 of the class logits is the background slot);
 - `anchors`: [A, 4] normalised (ymin, xmin, ymax, xmax), in the order of the predictions;
 - `preprocess`, `assign_targets`, `losses` and `postprocess`.
-The Keras model is flat (builtin layers plus hard-swish and the SE gate), so tfmot can quantize it.
+The Keras model is flat (builtin layers plus hard-swish and the SE gate), so tfmot can quantize it:
+with `quantization="qat"` `model` is the fake-quantized copy and `float_model` the float one it was
+made from. Float weights to start from (`float_checkpoint`) are restored before the wrapping,
+because tfmot copies the weights when it quantizes.
 """
 from typing import Dict, Optional, Union
 
@@ -18,10 +21,13 @@ from mobiledets_tf.detection import postprocess as postprocess_lib
 from mobiledets_tf.detection import targets as target_lib
 from mobiledets_tf.keras import keras
 from mobiledets_tf.models.backbone import wire_backbone
+from mobiledets_tf.models.checkpoints import restore_weights
 from mobiledets_tf.models.ssdlite_head import wire_box_predictor, wire_extra_layers
+from mobiledets_tf.quantization.qat import quantize_model
 
 DEFAULT_INPUT_SIZE = 320
 DEFAULT_NUM_CLASSES = 90
+QUANTIZATION_MODES = ("", "qat")
 
 
 def build_ssdlite_model(arch: ArchSpec, num_classes: int, input_size: int,
@@ -45,18 +51,34 @@ class SSDLiteDetector:
 
     def __init__(self, arch: Union[str, ArchSpec], num_classes: int = DEFAULT_NUM_CLASSES,
                  input_size: int = DEFAULT_INPUT_SIZE, depth_multiplier: float = 1.0,
-                 min_depth: int = 16, batch_size: Optional[int] = None):
+                 min_depth: int = 16, batch_size: Optional[int] = None, quantization: str = "",
+                 float_checkpoint: Optional[str] = None):
+        if quantization not in QUANTIZATION_MODES:
+            raise ValueError(f"quantization must be one of {QUANTIZATION_MODES}, got {quantization!r}")
         self.arch = load_arch(arch)
+        self.quantization = quantization
         self.num_classes = num_classes
         self.input_size = input_size
         self.depth_multiplier = depth_multiplier
         self.feature_map_sizes = anchor_lib.feature_map_sizes_for_input(input_size)
-        self.model = build_ssdlite_model(self.arch, num_classes, input_size, depth_multiplier,
-                                         min_depth, batch_size)
+        self.float_model = build_ssdlite_model(self.arch, num_classes, input_size, depth_multiplier,
+                                               min_depth, batch_size)
+        if float_checkpoint:
+            restore_weights(self.float_model, float_checkpoint, f"float {self.arch.name} detector")
+        self.model = quantize_model(self.float_model) if quantization == "qat" else self.float_model
         self.anchors = anchor_lib.generate_anchors(self.feature_map_sizes)
         num_predictions = self.model.outputs[0].shape[1]
         if num_predictions != len(self.anchors):
             raise AssertionError(f"{num_predictions} predictions but {len(self.anchors)} anchors")
+
+    @classmethod
+    def from_config(cls, model_config, batch_size: Optional[int] = None,
+                    float_checkpoint: Optional[str] = None) -> "SSDLiteDetector":
+        """The detector described by a `ModelConfig` (the `model` section of an experiment)."""
+        m = model_config
+        return cls(m.arch, num_classes=m.num_classes, input_size=m.input_size,
+                   depth_multiplier=m.depth_multiplier, min_depth=m.min_depth, batch_size=batch_size,
+                   quantization=m.quantization, float_checkpoint=float_checkpoint)
 
     @staticmethod
     def preprocess(images) -> tf.Tensor:

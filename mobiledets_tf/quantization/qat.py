@@ -2,6 +2,11 @@
 
 Builtin layers get tfmot's own configs (per-channel conv weights, Conv/BN/ReLU folding patterns); the
 package's custom layers get theirs from `configs.py`. The trained weights are kept.
+
+The input's quantization range is set to [-1, 1], the range of the normalised images, before any
+step: tfmot's input quantizer keeps the running min/max of everything it has seen starting from 0, so
+the range stays exactly [-1, 1] and a uint8 pixel p of the converted model means (p - 127.5) / 127.5,
+as the model metadata states (also for a model exported before it saw extreme pixels).
 """
 import tensorflow_model_optimization as tfmot
 
@@ -28,7 +33,29 @@ def annotate(model: keras.Model) -> keras.Model:
     return keras.models.clone_model(model, clone_function=annotate_layer)
 
 
+INPUT_RANGE = (-1.0, 1.0)
+
+
+def set_input_range(qat_model: keras.Model, low: float, high: float) -> None:
+    """Sets the min/max of the quantizers that read the model inputs."""
+    inputs = {id(t) for t in qat_model.inputs}
+    found = 0
+    for layer in qat_model.layers:
+        if type(layer).__name__ == "QuantizeLayer" and id(layer.input) in inputs:
+            for variable in layer.weights:
+                name = variable.name.split(":")[0]
+                if name.endswith("min"):
+                    variable.assign(low)
+                elif name.endswith("max"):
+                    variable.assign(high)
+            found += 1
+    if found != len(qat_model.inputs):
+        raise ValueError(f"found {found} input quantizers for {len(qat_model.inputs)} inputs")
+
+
 def quantize_model(model: keras.Model) -> keras.Model:
     """Returns the QAT (fake-quantized) version of a flat Functional model, weights preserved."""
     with quantize_scope():
-        return _tfmot_keras.quantize_apply(annotate(model))
+        qat_model = _tfmot_keras.quantize_apply(annotate(model))
+    set_input_range(qat_model, *INPUT_RANGE)
+    return qat_model

@@ -76,19 +76,14 @@ class TrainingLoop:
         return int(self.task.optimizer.iterations.numpy())
 
     def restore(self) -> Optional[str]:
-        """Resumes from the latest checkpoint in model_dir, else initialises from init_checkpoint."""
+        """Resumes from the latest checkpoint in model_dir (train.init_checkpoint, if any, was
+        already restored into the float model when the task was built)."""
         latest = self.manager.restore_or_initialize()
         if latest:
             logging.info("Resumed from %s at step %d", latest, self.step)
-            return latest
-        init = self.task.config.train.init_checkpoint
-        if init:
-            path = tf.train.latest_checkpoint(init) if os.path.isdir(init) else init
-            if not path:
-                raise FileNotFoundError(f"train.init_checkpoint {init!r} holds no checkpoint")
-            tf.train.Checkpoint(model=self.task.model).read(path).expect_partial()
-            logging.info("Initialised the model from %s", path)
-        return None
+        elif self.task.config.train.init_checkpoint:
+            logging.info("Initialised the model from %s", self.task.config.train.init_checkpoint)
+        return latest
 
     def run(self) -> Dict[str, float]:
         train = self.task.config.train

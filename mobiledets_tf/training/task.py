@@ -72,9 +72,8 @@ class DetectionTask:
         set_precision_policy(config.train.mixed_precision)
         sync = config.model.sync_batch_norm and strategy.num_replicas_in_sync > 1
         with strategy.scope(), synchronized_batch_norm(sync):
-            m = config.model
-            self.detector = SSDLiteDetector(m.arch, num_classes=m.num_classes, input_size=m.input_size,
-                                            depth_multiplier=m.depth_multiplier, min_depth=m.min_depth)
+            self.detector = SSDLiteDetector.from_config(
+                config.model, float_checkpoint=config.train.init_checkpoint or None)
             self.optimizer, self.learning_rate = build_optimizer(config.train)
         self.model = self.detector.model
 

@@ -1,0 +1,93 @@
+"""mobiledets-export: a trained checkpoint -> .tflite files (float32/float16/int8/int8_qat) + SavedModel.
+
+    mobiledets-export --model_dir=runs/quickstart --precision=float32,float16,int8
+    mobiledets-export --model_dir=runs/quickstart_qat --precision=int8_qat --edgetpu
+    mobiledets-export --config=configs/experiments/quickstart.yaml --checkpoint=runs/q/ckpt-3000 \
+        --output_dir=out --nms=regular --max_detections=10
+
+Float checkpoints export to float32, float16 and int8 (post-training quantization calibrated on
+training images); QAT checkpoints (mobiledets-train --quantization=qat) to int8_qat. Each .tflite
+ends in TFLite's SSD postprocess op with outputs (boxes, classes, scores, num_detections), carries
+model metadata and a labels file, and gets an accelerator compatibility report (printed and saved).
+"""
+import os
+import sys
+
+from absl import app, flags
+
+import mobiledets_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+from mobiledets_tf.arch import ArchSpecError
+from mobiledets_tf.bin import common
+from mobiledets_tf.config import ConfigError
+from mobiledets_tf.export.compatibility import format_report
+from mobiledets_tf.export.converter import PRECISIONS, ConversionError
+from mobiledets_tf.export.exporter import export_detector
+from mobiledets_tf.export.postprocess_op import NmsSettings
+from mobiledets_tf.models.checkpoints import CheckpointError
+from mobiledets_tf.training.task import resolve_data
+
+common.define_config_flags()
+MODEL_DIR = flags.DEFINE_string("model_dir", None, "Training directory (config.yaml + checkpoints).")
+CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Checkpoint path or directory (default: model_dir).")
+OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where the files go (default MODEL_DIR/export).")
+PRECISION = flags.DEFINE_list(
+    "precision", None, f"Comma-separated precisions out of {', '.join(PRECISIONS)} (default: "
+    "float32,float16,int8 for a float checkpoint, int8_qat for a QAT checkpoint).")
+NAME = flags.DEFINE_string("name", None, "File name stem (default ARCH_INPUTSIZE).")
+NMS = flags.DEFINE_enum("nms", "fast", ["fast", "regular"],
+                        "fast: class-agnostic NMS over each anchor's top class; regular: per-class NMS.")
+MAX_DETECTIONS = flags.DEFINE_integer("max_detections", 100, "Detections returned per image.")
+DETECTIONS_PER_CLASS = flags.DEFINE_integer("detections_per_class", 100, "Per class (regular NMS).")
+SCORE_THRESHOLD = flags.DEFINE_float("score_threshold", 1e-8, "NMS score threshold.")
+IOU_THRESHOLD = flags.DEFINE_float("iou_threshold", 0.6, "NMS IoU threshold.")
+CALIBRATION_IMAGES = flags.DEFINE_integer("calibration_images", 100,
+                                          "Training images that calibrate int8 post-training quantization.")
+SAVED_MODEL = flags.DEFINE_bool("saved_model", True, "Also write a TensorFlow SavedModel.")
+EDGETPU = flags.DEFINE_bool("edgetpu", False, "Also compile int8 models with edgetpu_compiler (when it "
+                            "is installed) and report its operator mapping next to the prediction.")
+EDGETPU_COMPILER = flags.DEFINE_string("edgetpu_compiler", None,
+                                       "Path of edgetpu_compiler (default: found on PATH).")
+
+
+def main(argv):
+    del argv
+    if not (MODEL_DIR.value or (CHECKPOINT.value and common.config_flag_value())):
+        sys.exit("mobiledets-export: give --model_dir, or --checkpoint together with --config")
+    config_path = common.config_flag_value() or os.path.join(MODEL_DIR.value, "config.yaml")
+    output_dir = OUTPUT_DIR.value or os.path.join(MODEL_DIR.value or ".", "export")
+    try:
+        config = common.load_config_from_flags(config_path)
+        precisions = PRECISION.value or (
+            ["int8_qat"] if config.model.quantization == "qat" else ["float32", "float16", "int8"])
+        nms = NmsSettings(max_detections=MAX_DETECTIONS.value, score_threshold=SCORE_THRESHOLD.value,
+                          iou_threshold=IOU_THRESHOLD.value, use_regular_nms=NMS.value == "regular",
+                          detections_per_class=DETECTIONS_PER_CLASS.value)
+        exported = export_detector(config, CHECKPOINT.value or MODEL_DIR.value, resolve_data(config),
+                                   output_dir, precisions, nms, name=NAME.value,
+                                   num_calibration_images=CALIBRATION_IMAGES.value,
+                                   saved_model=SAVED_MODEL.value, edgetpu=EDGETPU.value,
+                                   edgetpu_compiler=EDGETPU_COMPILER.value)
+    except (ConfigError, ArchSpecError, CheckpointError, ConversionError, FileNotFoundError,
+            ValueError) as e:
+        sys.exit(f"mobiledets-export: {e}")
+    for model in exported.values():
+        print(format_report(model.report))
+        if model.compiled:
+            print(format_report(model.compiled.report))
+            print(f"edgetpu_compiler log: {model.compiled.log_path}")
+        elif model.compiler_missing:
+            print(f"Not compiled for the Edge TPU: {model.compiler_missing}")
+        print()
+    for model in exported.values():
+        print(f"{model.precision}: {model.tflite_path}")
+        if model.compiled:
+            for path in model.compiled.output_paths:
+                print(f"{model.precision} (Edge TPU): {path}")
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

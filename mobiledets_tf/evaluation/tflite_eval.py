@@ -1,0 +1,74 @@
+"""Runs an exported .tflite detector through the ai-edge-litert interpreter for COCO evaluation.
+
+`tflite_predict_fn` returns a predict function with the same contract as the Keras one (uint8
+images [B, S, S, 3] in, detection dict out), so `evaluate_predict_fn` scores a .tflite with exactly
+the code that scores a checkpoint. Images are normalised to [-1, 1] as in training; for a uint8 or
+int8 input they are then quantized with the model's own input scale and zero point. A delegate
+(e.g. `libedgetpu.so.1` for `*_edgetpu.tflite` models) can be loaded by path with its options.
+"""
+from typing import Dict, Mapping, Optional
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter, load_delegate
+
+from mobiledets_tf.export.inference_graph import OUTPUT_NAMES
+
+
+class TFLiteModelError(ValueError):
+    """A .tflite file that cannot be loaded or is not a detector exported by this package."""
+
+
+def load_interpreter(model_path: str, delegate: Optional[str] = None,
+                     delegate_options: Optional[Mapping[str, str]] = None,
+                     num_threads: Optional[int] = None) -> Interpreter:
+    delegates = []
+    if delegate:
+        try:
+            delegates.append(load_delegate(delegate, dict(delegate_options or {})))
+        except (ValueError, OSError) as e:
+            raise TFLiteModelError(f"cannot load the delegate {delegate}: {e}") from e
+    try:
+        interpreter = Interpreter(model_path=model_path, experimental_delegates=delegates or None,
+                                  num_threads=num_threads)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise TFLiteModelError(f"{model_path}: cannot load the model: {e}") from e
+    return interpreter
+
+
+def quantize_input(images: np.ndarray, input_details: Mapping) -> np.ndarray:
+    """uint8 pixels [B, S, S, 3] -> the model's input: [-1, 1] floats, quantized if the input is."""
+    normalised = images.astype(np.float32) * (2.0 / 255.0) - 1.0
+    dtype = input_details["dtype"]
+    if dtype == np.float32:
+        return normalised
+    scale, zero_point = input_details["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(normalised / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def tflite_predict_fn(model_path: str, delegate: Optional[str] = None,
+                      delegate_options: Optional[Mapping[str, str]] = None,
+                      num_threads: Optional[int] = None):
+    """images uint8 [B, S, S, 3] -> {boxes, classes, scores, num_detections} from the .tflite."""
+    interpreter = load_interpreter(model_path, delegate, delegate_options, num_threads)
+    runner = interpreter.get_signature_runner()
+    input_name, = runner.get_input_details()
+    input_details = runner.get_input_details()[input_name]
+    outputs = set(runner.get_output_details())
+    if outputs != set(OUTPUT_NAMES):
+        raise TFLiteModelError(f"{model_path}: expected the outputs {OUTPUT_NAMES}, found {sorted(outputs)}")
+    expected_shape = tuple(int(d) for d in input_details["shape"][1:])
+
+    def predict(images) -> Dict[str, np.ndarray]:
+        images = np.asarray(images)
+        if images.shape[1:] != expected_shape:
+            raise ValueError(f"{model_path} takes images of shape {expected_shape}, got {images.shape[1:]}")
+        results = [runner(**{input_name: quantize_input(image[np.newaxis], input_details)})
+                   for image in images]
+        stacked = {name: np.concatenate([r[name] for r in results]) for name in OUTPUT_NAMES}
+        return {"boxes": stacked["detection_boxes"], "classes": stacked["detection_classes"],
+                "scores": stacked["detection_scores"],
+                "num_detections": stacked["num_detections"].astype(np.int32)}
+
+    return predict

@@ -1,0 +1,1 @@
+"""Turning trained detectors into deployable TFLite files: conversion, metadata, accelerator reports."""

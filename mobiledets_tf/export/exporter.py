@@ -1,0 +1,144 @@
+"""From a trained checkpoint to deployable files: .tflite per precision, labels, SavedModel, reports.
+
+`export_detector` restores the detector of an experiment config (float or QAT) at batch 1, writes
+- `saved_model/`: TensorFlow serving signature (uint8 images of any batch -> detections);
+- `{name}_{precision}.tflite` with the SSD postprocess op, standard output order and names, and
+  TFLite model metadata (labels, input normalisation, output semantics);
+- `labels.txt`: one class name per class index (`???` for ids missing from the label map);
+- `{name}_{precision}.report.{txt,json}`: the accelerator compatibility report (per-op counts and
+  data types, predicted Edge TPU mapping); with `edgetpu=True` int8 models are also compiled by
+  `edgetpu_compiler` when it is installed, and its parsed log is saved next to the prediction.
+Everything is written under a temporary name first, so a killed export never leaves a partial file
+under a final name.
+"""
+import dataclasses
+import os
+import shutil
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from mobiledets_tf.config import ExperimentConfig
+from mobiledets_tf.data import pipeline
+from mobiledets_tf.data.label_map import Category
+from mobiledets_tf.export.compatibility import (CompatibilityReport, build_report, format_report,
+                                                 save_report)
+from mobiledets_tf.export.converter import PRECISIONS, convert
+from mobiledets_tf.export.detection_outputs import standardize_detection_outputs
+from mobiledets_tf.export.edgetpu import CompileResult, CompilerNotFoundError, compile_model
+from mobiledets_tf.export.inference_graph import DetectionExportModule
+from mobiledets_tf.export.metadata import add_detection_metadata
+from mobiledets_tf.export.postprocess_op import NmsSettings
+from mobiledets_tf.export.tflite_model import read_tflite
+from mobiledets_tf.io_utils import temp_path, write_bytes_atomically, write_text_atomically
+from mobiledets_tf.models.checkpoints import restore_weights
+from mobiledets_tf.models.detector import SSDLiteDetector
+from mobiledets_tf.training.task import DataSources
+
+FLOAT_PRECISIONS = ("float32", "float16", "int8")
+
+
+@dataclasses.dataclass
+class ExportedModel:
+    precision: str
+    tflite_path: str
+    report: CompatibilityReport
+    compiled: Optional[CompileResult] = None   # edgetpu_compiler's result, when it ran
+    compiler_missing: str = ""                 # why it did not run, when it was asked for
+
+
+def check_precisions(precisions: Sequence[str], quantization: str) -> None:
+    """Float checkpoints export to float32/float16/int8, QAT checkpoints to int8_qat."""
+    for precision in precisions:
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}: choose from {', '.join(PRECISIONS)}")
+        if quantization == "qat" and precision != "int8_qat":
+            raise ValueError(f"a QAT checkpoint exports only to int8_qat, not {precision}; export the "
+                             f"float checkpoint the QAT run started from for {precision}")
+        if quantization != "qat" and precision == "int8_qat":
+            raise ValueError("int8_qat needs a quantization-aware-trained checkpoint: train one with "
+                             "mobiledets-train --quantization=qat --init_checkpoint=FLOAT_CKPT")
+
+
+def labels_by_class_index(label_map: Sequence[Category], num_classes: int) -> List[str]:
+    names = {c.id: c.name for c in label_map}
+    return [names.get(class_id, "???") for class_id in range(1, num_classes + 1)]
+
+
+def representative_images(pattern: str, input_size: int, num_images: int) -> List[np.ndarray]:
+    """`num_images` training images as the model sees them: [1, S, S, 3] float32 in [-1, 1]."""
+    if not pattern:
+        raise ValueError("int8 calibration needs training images: set data.train_pattern")
+    dataset = pipeline.eval_dataset(pattern, input_size, batch_size=1, max_images=num_images)
+    images = [SSDLiteDetector.preprocess(image).numpy() for image, _ in dataset]
+    if not images:
+        raise ValueError(f"no calibration images found in {pattern}")
+    return images
+
+
+def save_saved_model(module: DetectionExportModule, path: str) -> None:
+    """Writes the serving SavedModel to a temporary folder, then swaps it in place of `path`."""
+    tmp, old = temp_path(path), f"{path}.old.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
+        if os.path.exists(path):
+            os.replace(path, old)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_detector(config: ExperimentConfig, checkpoint: str, data: DataSources, output_dir: str,
+                    precisions: Sequence[str], nms: NmsSettings = NmsSettings(),
+                    name: Optional[str] = None, num_calibration_images: int = 100,
+                    saved_model: bool = True, edgetpu: bool = False,
+                    edgetpu_compiler: Optional[str] = None) -> Dict[str, ExportedModel]:
+    """Exports `checkpoint` at each precision; returns the written models by precision."""
+    check_precisions(precisions, config.model.quantization)
+    m = config.model
+    detector = SSDLiteDetector.from_config(m, batch_size=1)
+    restore_weights(detector.model, checkpoint, f"{m.arch} detector")
+    name = name or f"{detector.arch.name}_{m.input_size}"
+    labels = labels_by_class_index(data.label_map, m.num_classes)
+    module = DetectionExportModule(detector, nms)
+    os.makedirs(output_dir, exist_ok=True)
+    write_text_atomically(os.path.join(output_dir, "labels.txt"), "\n".join(labels) + "\n")
+    if saved_model:
+        logging.info("Writing the SavedModel")
+        save_saved_model(module, os.path.join(output_dir, "saved_model"))
+    calibration = None
+    if "int8" in precisions:
+        logging.info("Reading %d calibration images", num_calibration_images)
+        calibration = representative_images(data.train_pattern, m.input_size, num_calibration_images)
+    description = (f"SSDLite {detector.arch.name} detector, {m.input_size}x{m.input_size}, "
+                   f"{m.num_classes} classes, exported by mobiledets_tf")
+    exported = {}
+    for precision in precisions:
+        logging.info("Converting to %s", precision)
+        model_bytes = standardize_detection_outputs(convert(module, precision, calibration))
+        model_bytes = add_detection_metadata(model_bytes, labels, name=f"{name}_{precision}",
+                                             description=description)
+        path = os.path.join(output_dir, f"{name}_{precision}.tflite")
+        write_bytes_atomically(path, model_bytes)
+        logging.info("Wrote %s (%.2f MB)", path, len(model_bytes) / 1e6)
+        report = build_report(read_tflite(model_bytes, name=os.path.basename(path)))
+        save_report_files(report, os.path.splitext(path)[0] + ".report")
+        result = ExportedModel(precision, path, report)
+        if edgetpu and precision.startswith("int8"):
+            try:
+                result.compiled = compile_model(path, output_dir, compiler=edgetpu_compiler)
+                save_report_files(result.compiled.report, os.path.splitext(path)[0] + ".edgetpu_report")
+            except CompilerNotFoundError as e:
+                result.compiler_missing = str(e)
+        exported[precision] = result
+    return exported
+
+
+def save_report_files(report: CompatibilityReport, stem: str) -> None:
+    """`{stem}.json` and `{stem}.txt` (the printed table)."""
+    save_report(report, f"{stem}.json")
+    write_text_atomically(f"{stem}.txt", format_report(report) + "\n")

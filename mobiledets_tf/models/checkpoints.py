@@ -1,0 +1,36 @@
+"""Finding and restoring detector checkpoints, with errors that say what is wrong.
+
+Training, evaluation and export all restore weights through `restore_weights`, so a missing,
+unreadable or mismatched checkpoint gives the same one-line `CheckpointError` everywhere.
+"""
+import os
+
+import tensorflow as tf
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or does not fit the model."""
+
+
+def resolve_checkpoint(checkpoint: str) -> str:
+    """A checkpoint prefix (`.../ckpt-2000`) from a prefix or a directory holding checkpoints."""
+    path = tf.train.latest_checkpoint(checkpoint) if os.path.isdir(checkpoint) else checkpoint
+    if not path or not tf.io.gfile.exists(f"{path}.index"):
+        raise CheckpointError(f"{checkpoint}: no checkpoint found")
+    return path
+
+
+def restore_weights(model, checkpoint: str, description: str) -> str:
+    """Restores every variable of `model` from `checkpoint` (file or dir); returns the prefix used.
+
+    Extra objects in the checkpoint (the optimizer of a training checkpoint) are ignored; a model
+    variable without a matching entry, a shape mismatch or an unreadable file is a CheckpointError.
+    """
+    path = resolve_checkpoint(checkpoint)
+    try:
+        status = tf.train.Checkpoint(model=model).read(path)
+        status.expect_partial().assert_existing_objects_matched()
+    except (tf.errors.OpError, ValueError, AssertionError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: cannot restore the {description} from it: {first_line}") from e
+    return path

@@ -12,6 +12,7 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 from conftest import ALL_ARCHITECTURES, TINY_BUILTIN, run_binary, tiny_config_yaml
+from test_metadata import mediapipe_detect
 from mobiledets_tf.config import load_config
 from mobiledets_tf.data import pipeline
 from mobiledets_tf.export.exporter import export_detector
@@ -108,6 +109,10 @@ def test_every_architecture_exports_at_every_precision(arch, tiny_data_dir, tmp_
     assert os.path.exists(tmp_path / "export" / "labels.txt")
 
 
+def data_class_names():
+    return ["circle", "square", "triangle", "star", "cross", "ring"]
+
+
 def _postprocess_inputs(interpreter: Interpreter, path: str):
     graph = read_tflite(path).main
     op = next(op for op in graph.operators if op.name == OP_NAME)
@@ -159,11 +164,20 @@ def test_export_binary_writes_models_labels_saved_model_and_reports(trained_run,
         assert (out / f"mobiledet_edgetpu_64_{precision}.report.txt").read_text().startswith("Edge TPU")
         interpreter = Interpreter(model_path=str(path))
         assert list(interpreter.get_output_details()[0]["shape"]) == [1, 10, 4]
-    assert (out / "labels.txt").read_text().split() == ["circle", "square", "triangle", "star", "cross", "ring"]
+    assert (out / "labels.txt").read_text().split() == data_class_names()
     served = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"](
         images=tf.zeros([2, 64, 64, 3], tf.uint8))
     assert served["detection_boxes"].shape == (2, 10, 4)
     assert not glob.glob(str(out / "*.tmp"))
+
+    # MediaPipe's ObjectDetector (in its own environment) loads both files and names the classes.
+    image_path = str(tmp_path / "image.npy")
+    np.save(image_path, np.random.RandomState(0).randint(0, 256, [64, 64, 3]).astype(np.uint8))
+    found = mediapipe_detect(image_path, [str(out / f"mobiledet_edgetpu_64_{p}.tflite") for p in ("float32", "int8")])
+    for result in found:
+        assert "error" not in result, result
+        assert len(result["detections"]) > 0
+        assert {d["category_name"] for d in result["detections"]} <= set(data_class_names())
 
     evaluation = run_binary("eval", f"--model_dir={model_dir}", f"--tflite={out / 'mobiledet_edgetpu_64_int8.tflite'}")
     assert "AP50" in evaluation.stdout

@@ -186,7 +186,7 @@ def _mediapipe_python() -> str:
     return python
 
 
-def _mediapipe_detect(image_path: str, model_paths) -> list:
+def mediapipe_detect(image_path: str, model_paths) -> list:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     run = subprocess.run([_mediapipe_python(), MEDIAPIPE_SCRIPT, image_path, *model_paths],
                          capture_output=True, text=True, env=env, timeout=600)
@@ -222,7 +222,7 @@ def test_mediapipe_object_detector_loads_models_with_metadata(tiny_detectors, tm
     with open(paths["plain"], "wb") as f:
         f.write(tiny_detectors["float"])
 
-    float_result, int8_result, plain_result = _mediapipe_detect(
+    float_result, int8_result, plain_result = mediapipe_detect(
         image_path, [paths["float"], paths["int8"], paths["plain"]])
 
     assert plain_result == {"error": "Object detection models require TFLite Model Metadata but none was found"}

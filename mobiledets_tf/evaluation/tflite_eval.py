@@ -3,7 +3,8 @@
 `tflite_predict_fn` returns a predict function with the same contract as the Keras one (uint8
 images [B, S, S, 3] in, detection dict out), so `evaluate_predict_fn` scores a .tflite with exactly
 the code that scores a checkpoint. Images are normalised to [-1, 1] as in training; for a uint8 or
-int8 input they are then quantized with the model's own input scale and zero point. A delegate
+int8 input they are then quantized with the model's own input scale and zero point. Boxes are
+clipped to the image, as the Keras postprocess does (TFLite's postprocess op does not). A delegate
 (e.g. `libedgetpu.so.1` for `*_edgetpu.tflite` models) can be loaded by path with its options.
 """
 from typing import Dict, Mapping, Optional
@@ -67,7 +68,7 @@ def tflite_predict_fn(model_path: str, delegate: Optional[str] = None,
         results = [runner(**{input_name: quantize_input(image[np.newaxis], input_details)})
                    for image in images]
         stacked = {name: np.concatenate([r[name] for r in results]) for name in OUTPUT_NAMES}
-        return {"boxes": stacked["detection_boxes"], "classes": stacked["detection_classes"],
+        return {"boxes": np.clip(stacked["detection_boxes"], 0.0, 1.0), "classes": stacked["detection_classes"],
                 "scores": stacked["detection_scores"],
                 "num_detections": stacked["num_detections"].astype(np.int32)}
 

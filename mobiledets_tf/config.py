@@ -30,6 +30,8 @@ class ModelConfig(base_config.Config):
     min_depth: int = 16
     sync_batch_norm: bool = False        # batch statistics across replicas when distributed
     quantization: str = ""               # "" (float) or "qat" (fake-quantized, tfmot 8-bit)
+    anchor_min_scale: float = 0.2        # SSD anchor scales of the lowest and highest feature map
+    anchor_max_scale: float = 0.95       # (fractions of the image side; the TF1 SSDLite defaults)
 
 
 @dataclasses.dataclass

@@ -203,3 +203,19 @@ def test_mixed_precision_training_step_keeps_float32_outputs():
         assert detector.detect(images)["boxes"].dtype == tf.float32
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_anchor_scales_come_from_the_model_config():
+    from mobiledets_tf.config import load_config
+    config = load_config(None, ["model.input_size=128,model.num_classes=6,model.depth_multiplier=0.25,"
+                                "model.anchor_min_scale=0.15,model.anchor_max_scale=0.75"])
+    detector = SSDLiteDetector.from_config(config.model)
+    default = SSDLiteDetector("mobiledet_edgetpu", num_classes=6, input_size=128, depth_multiplier=0.25)
+    assert detector.anchors.shape == default.anchors.shape
+    sides = np.sqrt((detector.anchors[:, 2] - detector.anchors[:, 0]) * (detector.anchors[:, 3] - detector.anchors[:, 1]))
+    # Lowest layer: 0.1, then 0.15 at aspect ratios 2 and 0.5; the last layer's largest is sqrt(0.75 * 1).
+    np.testing.assert_allclose(sides[:3], [0.1, 0.15, 0.15], rtol=1e-5)
+    np.testing.assert_allclose(sides.max(), np.sqrt(0.75), rtol=1e-5)
+    with pytest.raises(ValueError, match="min_scale <= max_scale"):
+        SSDLiteDetector("mobiledet_edgetpu", num_classes=6, input_size=128, anchor_min_scale=0.8,
+                        anchor_max_scale=0.5)

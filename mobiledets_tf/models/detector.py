@@ -52,7 +52,8 @@ class SSDLiteDetector:
     def __init__(self, arch: Union[str, ArchSpec], num_classes: int = DEFAULT_NUM_CLASSES,
                  input_size: int = DEFAULT_INPUT_SIZE, depth_multiplier: float = 1.0,
                  min_depth: int = 16, batch_size: Optional[int] = None, quantization: str = "",
-                 float_checkpoint: Optional[str] = None):
+                 float_checkpoint: Optional[str] = None, anchor_min_scale: float = 0.2,
+                 anchor_max_scale: float = 0.95):
         if quantization not in QUANTIZATION_MODES:
             raise ValueError(f"quantization must be one of {QUANTIZATION_MODES}, got {quantization!r}")
         self.arch = load_arch(arch)
@@ -61,12 +62,13 @@ class SSDLiteDetector:
         self.input_size = input_size
         self.depth_multiplier = depth_multiplier
         self.feature_map_sizes = anchor_lib.feature_map_sizes_for_input(input_size)
+        self.anchors = anchor_lib.generate_anchors(self.feature_map_sizes, min_scale=anchor_min_scale,
+                                                   max_scale=anchor_max_scale)
         self.float_model = build_ssdlite_model(self.arch, num_classes, input_size, depth_multiplier,
                                                min_depth, batch_size)
         if float_checkpoint:
             restore_weights(self.float_model, float_checkpoint, f"float {self.arch.name} detector")
         self.model = quantize_model(self.float_model) if quantization == "qat" else self.float_model
-        self.anchors = anchor_lib.generate_anchors(self.feature_map_sizes)
         num_predictions = self.model.outputs[0].shape[1]
         if num_predictions != len(self.anchors):
             raise AssertionError(f"{num_predictions} predictions but {len(self.anchors)} anchors")
@@ -78,7 +80,8 @@ class SSDLiteDetector:
         m = model_config
         return cls(m.arch, num_classes=m.num_classes, input_size=m.input_size,
                    depth_multiplier=m.depth_multiplier, min_depth=m.min_depth, batch_size=batch_size,
-                   quantization=m.quantization, float_checkpoint=float_checkpoint)
+                   quantization=m.quantization, float_checkpoint=float_checkpoint,
+                   anchor_min_scale=m.anchor_min_scale, anchor_max_scale=m.anchor_max_scale)
 
     @staticmethod
     def preprocess(images) -> tf.Tensor:

@@ -31,6 +31,7 @@ import dataclasses
 import json
 from typing import Dict, List, Optional, Tuple, Union
 
+from mobiledets_tf.export.flatbuffer_model import POSTPROCESS_OP
 from mobiledets_tf.export.tflite_model import (
     INT8_DTYPES, OperatorInfo, SubgraphInfo, TensorInfo, TFLiteModelInfo, read_tflite)
 from mobiledets_tf.io_utils import write_text_atomically
@@ -46,7 +47,6 @@ EDGETPU_SUPPORTED_OPS = frozenset({
     "RESIZE_NEAREST_NEIGHBOR", "RSQRT", "SLICE", "SOFTMAX", "SPACE_TO_DEPTH", "SPLIT", "SQUEEZE",
     "STRIDED_SLICE", "SUB", "SUM", "SQUARED_DIFFERENCE", "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
 })
-POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 
 # Per-operator statuses, in the compiler's words.
 MAPPED = "Mapped to Edge TPU"

@@ -14,7 +14,9 @@ from typing import Sequence, Tuple
 
 import tensorflow as tf
 
-OP_NAME = "TFLite_Detection_PostProcess"
+from mobiledets_tf.export.flatbuffer_model import POSTPROCESS_OP
+
+OP_NAME = POSTPROCESS_OP
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,7 @@ setup(
     packages=find_packages(include=["mobiledets_tf", "mobiledets_tf.*"]),
     python_requires=">=3.10,<3.13",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest==9.2.0"]},
+    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0"]},
     entry_points={
         "console_scripts": [
             "mobiledets-stats=mobiledets_tf.bin.stats:run",

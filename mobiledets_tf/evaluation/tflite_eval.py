@@ -10,31 +10,9 @@ clipped to the image, as the Keras postprocess does (TFLite's postprocess op doe
 from typing import Dict, Mapping, Optional
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter, load_delegate
 
 from mobiledets_tf.export.inference_graph import OUTPUT_NAMES
-
-
-class TFLiteModelError(ValueError):
-    """A .tflite file that cannot be loaded or is not a detector exported by this package."""
-
-
-def load_interpreter(model_path: str, delegate: Optional[str] = None,
-                     delegate_options: Optional[Mapping[str, str]] = None,
-                     num_threads: Optional[int] = None) -> Interpreter:
-    delegates = []
-    if delegate:
-        try:
-            delegates.append(load_delegate(delegate, dict(delegate_options or {})))
-        except (ValueError, OSError) as e:
-            raise TFLiteModelError(f"cannot load the delegate {delegate}: {e}") from e
-    try:
-        interpreter = Interpreter(model_path=model_path, experimental_delegates=delegates or None,
-                                  num_threads=num_threads)
-        interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as e:
-        raise TFLiteModelError(f"{model_path}: cannot load the model: {e}") from e
-    return interpreter
+from mobiledets_tf.tflite_runtime import TFLiteModelError, load_interpreter  # noqa: F401 (re-exported)
 
 
 def quantize_input(images: np.ndarray, input_details: Mapping) -> np.ndarray:

@@ -4,6 +4,8 @@
 - `saved_model/`: TensorFlow serving signature (uint8 images of any batch -> detections);
 - `{name}_{precision}.tflite` with the SSD postprocess op, standard output order and names, and
   TFLite model metadata (labels, input normalisation, output semantics);
+- `{name}_{precision}.model.json`: the model card (architecture, input size, precision,
+  multiply-adds, parameters) that latency tables read;
 - `labels.txt`: one class name per class index (`???` for ids missing from the label map);
 - `{name}_{precision}.report.{txt,json}`: the accelerator compatibility report (per-op counts and
   data types, predicted Edge TPU mapping); with `edgetpu=True` int8 models are also compiled by
@@ -30,11 +32,13 @@ from mobiledets_tf.export.detection_outputs import standardize_detection_outputs
 from mobiledets_tf.export.edgetpu import CompileResult, CompilerNotFoundError, compile_model
 from mobiledets_tf.export.inference_graph import DetectionExportModule
 from mobiledets_tf.export.metadata import add_detection_metadata
+from mobiledets_tf.export.model_card import ModelCard, save_model_card
 from mobiledets_tf.export.postprocess_op import NmsSettings
 from mobiledets_tf.export.tflite_model import read_tflite
 from mobiledets_tf.io_utils import temp_path, write_bytes_atomically, write_text_atomically
 from mobiledets_tf.models.checkpoints import restore_weights
 from mobiledets_tf.models.detector import SSDLiteDetector
+from mobiledets_tf.stats import model_stats
 from mobiledets_tf.training.task import DataSources
 
 FLOAT_PRECISIONS = ("float32", "float16", "int8")
@@ -116,6 +120,7 @@ def export_detector(config: ExperimentConfig, checkpoint: str, data: DataSources
         calibration = representative_images(data.train_pattern, m.input_size, num_calibration_images)
     description = (f"SSDLite {detector.arch.name} detector, {m.input_size}x{m.input_size}, "
                    f"{m.num_classes} classes, exported by mobiledets_tf")
+    totals = model_stats(detector.float_model)["total"]
     exported = {}
     for precision in precisions:
         logging.info("Converting to %s", precision)
@@ -125,6 +130,10 @@ def export_detector(config: ExperimentConfig, checkpoint: str, data: DataSources
         path = os.path.join(output_dir, f"{name}_{precision}.tflite")
         write_bytes_atomically(path, model_bytes)
         logging.info("Wrote %s (%.2f MB)", path, len(model_bytes) / 1e6)
+        save_model_card(ModelCard(architecture=detector.arch.name, precision=precision,
+                                  input_size=m.input_size, num_classes=m.num_classes,
+                                  depth_multiplier=m.depth_multiplier, multiply_adds=totals["madds"],
+                                  parameters=totals["params"]), path)
         report = build_report(read_tflite(model_bytes, name=os.path.basename(path)))
         save_report_files(report, os.path.splitext(path)[0] + ".report")
         result = ExportedModel(precision, path, report)

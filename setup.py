@@ -13,6 +13,7 @@ INSTALL_REQUIRES = [
     "PyYAML==6.0.3",
     "Pillow==13.0.0",
     "tqdm==4.70.1",
+    "matplotlib==3.11.2",  # latency-vs-AP plots
 ]
 
 setup(
@@ -31,6 +32,7 @@ setup(
             "mobiledets-train=mobiledets_tf.bin.train:run",
             "mobiledets-eval=mobiledets_tf.bin.eval:run",
             "mobiledets-export=mobiledets_tf.bin.export:run",
+            "mobiledets-benchmark=mobiledets_tf.bin.benchmark:run",
         ],
     },
 )

@@ -18,6 +18,7 @@ from absl import app, flags
 
 import mobiledets_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from mobiledets_tf.arch import ArchSpecError
+from mobiledets_tf.benchmark.targets import parse_delegate_options
 from mobiledets_tf.bin import common
 from mobiledets_tf.config import ConfigError
 from mobiledets_tf.evaluation.coco_metrics import format_table
@@ -35,16 +36,6 @@ TFLITE = flags.DEFINE_string("tflite", None, "Score this .tflite (from mobiledet
 DELEGATE = flags.DEFINE_string("delegate", None, "TFLite delegate library to load (e.g. libedgetpu.so.1).")
 DELEGATE_OPTIONS = flags.DEFINE_string("delegate_options", "", "Delegate options as 'key:value;key:value'.")
 NUM_THREADS = flags.DEFINE_integer("num_threads", None, "Interpreter threads (default: the runtime's).")
-
-
-def parse_delegate_options(text: str):
-    options = {}
-    for item in filter(None, text.split(";")):
-        key, sep, value = item.partition(":")
-        if not sep or not key:
-            raise ValueError(f"--delegate_options: {item!r} is not key:value")
-        options[key.strip()] = value.strip()
-    return options
 
 
 def default_output_dir() -> str:

@@ -1,0 +1,32 @@
+"""Worker process of the local and Edge TPU backends: times one model, prints one JSON line.
+
+    python -m mobiledets_tf.benchmark.local_worker '{"model_path": ..., "threads": 1, ...}'
+
+Running each model in its own process keeps a crashing model or delegate from taking the whole
+table down, and lets the worker pin itself to chosen CPUs without touching the caller.
+"""
+import json
+import os
+import sys
+
+from mobiledets_tf.benchmark.interpreter_timing import time_model
+
+RESULT_PREFIX = "MOBILEDETS_BENCHMARK_RESULT "
+
+
+def main(argv) -> int:
+    request = json.loads(argv[1])
+    cpus = request.pop("cpus", None)
+    if cpus:
+        os.sched_setaffinity(0, set(cpus))
+    try:
+        samples_ms, details = time_model(**request)
+    except (ValueError, RuntimeError, OSError) as e:
+        print(f"{type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    print(RESULT_PREFIX + json.dumps({"samples_ms": samples_ms, "details": details}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,89 @@
+"""mobiledets-benchmark: latency tables of exported .tflite models on the local CPU, phones, Edge TPUs.
+
+    mobiledets-benchmark --models='runs/quickstart/export/*.tflite'
+    mobiledets-benchmark --models='export/*.tflite' --targets=cpu,cpu:xnnpack=false --cpus=1
+    mobiledets-benchmark --models='export/*int8.tflite' --backend=adb --benchmark_binary=benchmark_model \
+        --targets='cpu,gpu,nnapi:accelerator=qti-dsp,hexagon:lib=/data/local/tmp' --serials=R58M123ABC
+    mobiledets-benchmark --models='export/*_edgetpu.tflite' --backend=edgetpu --targets=edgetpu:device=usb:0
+
+Single-threaded by default (the paper's protocol), warm-up runs then timed runs. Writes
+OUTPUT_DIR/NAME.md, .csv and .json (model, architecture, precision, backend/target, device, threads,
+median/mean/p90/std/min latency, multiply-adds, parameters, AP when known) and NAME.png, a
+latency-vs-AP Pareto plot. A row that cannot be measured says why; the others are still produced.
+"""
+import os
+import sys
+
+from absl import app, flags
+
+from mobiledets_tf.benchmark.adb import AdbError
+from mobiledets_tf.benchmark.harness import BACKENDS, BenchmarkOptions, run_benchmark
+from mobiledets_tf.benchmark.results import format_markdown
+from mobiledets_tf.benchmark.targets import parse_targets
+
+MODELS = flags.DEFINE_list("models", None, "Comma-separated .tflite paths or globs.")
+BACKEND = flags.DEFINE_enum("backend", "local", list(BACKENDS), "Where to run the models.")
+TARGETS = flags.DEFINE_multi_string(
+    "targets", [], "Targets KIND[:key=value,...], comma-separated or repeated: cpu, cpu:xnnpack=false, "
+    "external:path=LIB,options=k:v;k:v (local); cpu, gpu, nnapi:accelerator=NAME, hexagon:lib=DIR, "
+    "external:... (adb); edgetpu:device=usb:0 (edgetpu). Default: cpu, or edgetpu.")
+THREADS = flags.DEFINE_integer("threads", 1, "Interpreter / benchmark_model threads.")
+WARMUP_RUNS = flags.DEFINE_integer("warmup_runs", 10, "Untimed runs before timing.")
+NUM_RUNS = flags.DEFINE_integer("num_runs", 50, "Timed runs per model and target.")
+CPUS = flags.DEFINE_list("cpus", [], "local: pin each measurement to these CPU numbers (e.g. 1).")
+BENCHMARK_BINARY = flags.DEFINE_string("benchmark_binary", None,
+                                       "adb: TFLite's benchmark_model built for the device.")
+SERIALS = flags.DEFINE_list("serials", [], "adb: device serials (default: every attached device).")
+CPU_MASK = flags.DEFINE_string("cpu_mask", None, "adb: taskset mask in hex (default: the fastest core).")
+ADB = flags.DEFINE_string("adb", "adb", "adb: the adb executable.")
+REMOTE_DIR = flags.DEFINE_string("remote_dir", "/data/local/tmp/mobiledets", "adb: working folder on the device.")
+EDGETPU_LIBRARY = flags.DEFINE_string("edgetpu_library", None,
+                                      "edgetpu: path of libedgetpu.so.1 (default: the loader's).")
+EVAL_JSON = flags.DEFINE_multi_string("eval_json", [], "MODEL=metrics.json: the AP of a model (file name "
+                                      "or stem); default eval_STEM/metrics.json next to the model.")
+OUTPUT_DIR = flags.DEFINE_string("output_dir", "benchmark_results", "Where the tables and plot go.")
+NAME = flags.DEFINE_string("name", "latency", "File name stem of the tables and plot.")
+TITLE = flags.DEFINE_string("title", "", "Table and plot title.")
+
+
+def parse_eval_json(values):
+    mapping = {}
+    for value in values:
+        model, sep, path = value.partition("=")
+        if not sep or not model or not path:
+            raise ValueError(f"--eval_json: {value!r} is not MODEL=PATH")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"--eval_json: {path}: no such file")
+        mapping[model] = path
+    return mapping
+
+
+def main(argv):
+    del argv
+    if not MODELS.value:
+        sys.exit("mobiledets-benchmark: give --models=PATH_OR_GLOB[,...]")
+    try:
+        targets = parse_targets(TARGETS.value, BACKEND.value)
+        options = BenchmarkOptions(threads=THREADS.value, warmup_runs=WARMUP_RUNS.value,
+                                   num_runs=NUM_RUNS.value, cpus=[int(c) for c in CPUS.value],
+                                   benchmark_binary=BENCHMARK_BINARY.value, serials=SERIALS.value,
+                                   cpu_mask=CPU_MASK.value, adb=ADB.value, remote_dir=REMOTE_DIR.value,
+                                   edgetpu_library=EDGETPU_LIBRARY.value)
+        rows = run_benchmark(MODELS.value, BACKEND.value, targets, OUTPUT_DIR.value, NAME.value, options,
+                             parse_eval_json(EVAL_JSON.value), TITLE.value)
+    except (ValueError, FileNotFoundError, AdbError) as e:
+        sys.exit(f"mobiledets-benchmark: {e}")
+    print(format_markdown(rows))
+    stem = os.path.join(OUTPUT_DIR.value, NAME.value)
+    print(f"tables: {stem}.md {stem}.csv {stem}.json\nplot: {stem}.png")
+    failed = sum(1 for row in rows if row.error)
+    if failed:
+        print(f"{failed} of {len(rows)} rows could not be measured (see their error column)")
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

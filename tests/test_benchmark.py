@@ -12,6 +12,7 @@ import pytest
 from conftest import TINY_BUILTIN, run_binary
 from mobiledets_tf.benchmark.edgetpu_backend import benchmark_on_edgetpu
 from mobiledets_tf.benchmark.harness import BenchmarkOptions, expand_models, run_benchmark
+from mobiledets_tf.benchmark.latency import LatencyStats, Measurement, pool_rounds
 from mobiledets_tf.benchmark.local import benchmark_locally
 from mobiledets_tf.benchmark.pareto import pareto_front
 from mobiledets_tf.benchmark.results import read_rows
@@ -57,6 +58,19 @@ def test_target_specs_parse_and_reject_bad_input():
             parse_target(spec, "local")
 
 
+def test_rounds_pool_their_samples_and_fail_when_one_failed():
+    first = Measurement("m.tflite", "local", "cpu", "host", 1, LatencyStats.from_samples([1, 2, 9]),
+                        samples_ms=[1.0, 2.0, 9.0])
+    second = Measurement("m.tflite", "local", "cpu", "host", 1, LatencyStats.from_samples([3, 4]),
+                         samples_ms=[3.0, 4.0])
+    pooled = pool_rounds([first, second])
+    assert pooled.ok and pooled.latency.count == 5 and pooled.latency.median_ms == 3.0
+    assert pooled.latency.min_ms == 1.0 and pooled.latency.max_ms == 9.0 and pooled.details["rounds"] == 2
+    crashed = Measurement("m.tflite", "local", "cpu", "host", 1, error="crashed (signal 11): boom")
+    failed = pool_rounds([first, crashed])
+    assert not failed.ok and failed.latency is None and failed.error == "crashed (signal 11): boom"
+
+
 def test_pareto_front_keeps_only_undominated_points():
     points = [(10.0, 0.30), (12.0, 0.25), (15.0, 0.35), (15.0, 0.20), (20.0, 0.35), (30.0, 0.40)]
     assert pareto_front(points) == [(10.0, 0.30), (15.0, 0.35), (30.0, 0.40)]
@@ -66,8 +80,10 @@ def test_local_backend_times_real_models_and_reports_a_broken_one(exported, tmp_
     broken = tmp_path / "broken_float32.tflite"
     broken.write_bytes(b"not a flatbuffer")
     paths = [exported["float32"], exported["int8"], str(broken)]
+    finished = []
     measurements = benchmark_locally(paths, parse_targets(["cpu,cpu:xnnpack=false"], "local"),
-                                     warmup_runs=2, num_runs=7, cpus=[0])
+                                     warmup_runs=2, num_runs=7, cpus=[0], rounds=2, progress=finished.append)
+    assert len(finished) == 2 * len(measurements) == 12   # every round reports progress
     assert [(os.path.basename(m.model_path), m.target) for m in measurements] == [
         (os.path.basename(p), t) for t in ("cpu", "cpu(xnnpack=false)") for p in paths]
     for m in measurements:
@@ -76,7 +92,8 @@ def test_local_backend_times_real_models_and_reports_a_broken_one(exported, tmp_
             assert not m.ok and "cannot load the model" in m.error and m.latency is None
             continue
         s = m.latency
-        assert m.ok and s.count == 7
+        assert m.ok and s.count == 14 and len(m.samples_ms) == 14 and m.details["rounds"] == 2
+        assert s.median_ms == pytest.approx(float(np.median(m.samples_ms)))
         assert 0 < s.min_ms <= s.median_ms <= s.p90_ms <= s.max_ms
         assert s.min_ms <= s.mean_ms <= s.max_ms and s.std_ms >= 0
         assert m.details["init_ms"] > 0 and m.details["first_inference_ms"] > 0

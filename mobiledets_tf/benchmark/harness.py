@@ -12,7 +12,7 @@ import os
 import platform
 import sys
 from importlib import metadata
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from mobiledets_tf.benchmark import adb, edgetpu_backend, local
 from mobiledets_tf.benchmark.latency import Measurement
@@ -30,6 +30,7 @@ class BenchmarkOptions:
     warmup_runs: int = 10
     num_runs: int = 50
     cpus: Sequence[int] = ()                      # local: pin the worker to these CPUs
+    rounds: int = 1                               # local: passes over all models, samples pooled
     benchmark_binary: Optional[str] = None        # adb: TFLite's benchmark_model built for the device
     serials: Sequence[str] = ()                   # adb: devices (default: every attached device)
     cpu_mask: Optional[str] = None                # adb: taskset mask (default: one fastest core)
@@ -63,20 +64,24 @@ def machine_context(backend: str) -> Dict[str, str]:
     return context
 
 
-def measure(backend: str, models: Sequence[str], targets: Sequence[Target],
-            options: BenchmarkOptions) -> List[Measurement]:
+def measure(backend: str, models: Sequence[str], targets: Sequence[Target], options: BenchmarkOptions,
+            on_measurement: Optional[Callable[[Measurement], None]] = None) -> List[Measurement]:
+    """Every model on every target (and device, and round); `on_measurement` sees each one as it ends."""
     devices = len(options.serials) if backend == "adb" else 1     # adb: unknown until `adb devices`
-    total = len(models) * len(targets) * devices or None
+    rounds = options.rounds if backend == "local" else 1
+    total = len(models) * len(targets) * devices * rounds or None
     with progress_bar(total=total, unit=" runs", desc=f"{backend} benchmark") as bar:
         def progress(measurement: Measurement) -> None:
             bar.set_postfix_str(f"{os.path.basename(measurement.model_path)} {measurement.target}",
                                 refresh=False)
             bar.update(1)
+            if on_measurement:
+                on_measurement(measurement)
 
         common = dict(threads=options.threads, warmup_runs=options.warmup_runs,
                       num_runs=options.num_runs, progress=progress)
         if backend == "local":
-            return local.benchmark_locally(models, targets, cpus=options.cpus, **common)
+            return local.benchmark_locally(models, targets, cpus=options.cpus, rounds=options.rounds, **common)
         if backend == "edgetpu":
             return edgetpu_backend.benchmark_on_edgetpu(models, targets, library=options.edgetpu_library,
                                                         **common)
@@ -93,10 +98,11 @@ def measure(backend: str, models: Sequence[str], targets: Sequence[Target],
 def run_benchmark(models: Sequence[str], backend: str, targets: Sequence[Target], output_dir: str,
                   name: str = "latency", options: BenchmarkOptions = BenchmarkOptions(),
                   eval_json: Mapping[str, str] = {}, title: str = "", plot: bool = True,
-                  extra_context: Mapping[str, str] = {}) -> List[BenchmarkRow]:
+                  extra_context: Mapping[str, str] = {},
+                  on_measurement: Optional[Callable[[Measurement], None]] = None) -> List[BenchmarkRow]:
     """Measures, writes `{output_dir}/{name}.{md,csv,json}` (and `.png`), returns the rows."""
     paths = expand_models(models)
-    measurements = measure(backend, paths, targets, options)
+    measurements = measure(backend, paths, targets, options, on_measurement)
     rows = make_rows(measurements, eval_json)
     context = {**machine_context(backend), "command": " ".join(sys.argv), **extra_context}
     stem = os.path.join(output_dir, name)

@@ -7,7 +7,7 @@ median or p90: older builds print only count/avg/std/min/max, and the percentile
 are kept in `details` so that every adb row is ranked by the same statistic, the mean.
 """
 import dataclasses
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -48,7 +48,22 @@ class Measurement:
     latency: Optional[LatencyStats] = None
     error: str = ""
     details: dict = dataclasses.field(default_factory=dict)   # backend extras (init time, command, ...)
+    samples_ms: List[float] = dataclasses.field(default_factory=list)   # every timed run, when known
 
     @property
     def ok(self) -> bool:
         return self.latency is not None and not self.error
+
+
+def pool_rounds(rounds: Sequence[Measurement]) -> Measurement:
+    """One measurement from several rounds of the same model and target: the samples of every round
+    pooled, so that slow drift of a shared machine weighs on all models alike. A failed round fails it."""
+    first = rounds[0]
+    pooled = dataclasses.replace(first, details=dict(first.details, rounds=len(rounds)),
+                                 samples_ms=[sample for m in rounds for sample in m.samples_ms])
+    failed = next((m for m in rounds if not m.ok), None)
+    if failed is not None:
+        pooled.latency, pooled.error = None, failed.error or "no latency measured"
+    elif len(rounds) > 1:
+        pooled.latency = LatencyStats.from_samples(pooled.samples_ms)
+    return pooled

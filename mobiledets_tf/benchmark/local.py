@@ -12,7 +12,7 @@ import subprocess
 import sys
 from typing import Callable, List, Mapping, Optional, Sequence
 
-from mobiledets_tf.benchmark.latency import LatencyStats, Measurement
+from mobiledets_tf.benchmark.latency import LatencyStats, Measurement, pool_rounds
 from mobiledets_tf.benchmark.local_worker import RESULT_PREFIX
 from mobiledets_tf.benchmark.targets import Target, parse_delegate_options
 
@@ -57,7 +57,8 @@ def measure_in_worker(model_path: str, backend: str, target: Target, device: str
         measurement.error = worker_failure(run.returncode, run.stderr)
         return measurement
     result = json.loads(results[-1])
-    measurement.latency = LatencyStats.from_samples(result["samples_ms"])
+    measurement.samples_ms = result["samples_ms"]
+    measurement.latency = LatencyStats.from_samples(measurement.samples_ms)
     measurement.details = result["details"]
     return measurement
 
@@ -73,19 +74,29 @@ def worker_failure(returncode: int, stderr: str) -> str:
 
 def benchmark_locally(model_paths: Sequence[str], targets: Sequence[Target], threads: int = 1,
                       warmup_runs: int = 10, num_runs: int = 50, cpus: Optional[Sequence[int]] = None,
-                      progress: Optional[Callable[[Measurement], None]] = None) -> List[Measurement]:
-    """Every model on every local target (cpu, cpu:xnnpack=false, external:path=...); `progress` is
-    called with each finished measurement."""
+                      rounds: int = 1, progress: Optional[Callable[[Measurement], None]] = None
+                      ) -> List[Measurement]:
+    """Every model on every local target (cpu, cpu:xnnpack=false, external:path=...).
+
+    With `rounds` > 1 the whole list is measured that many times over and each model's samples are
+    pooled (`pool_rounds`), which steadies medians on a machine whose speed drifts. `progress` is
+    called with each finished measurement.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, not {rounds}")
     device = local_device_label(cpus)
-    measurements = []
-    for target in targets:
-        delegate = target.option("path") if target.kind == "external" else None
-        options = parse_delegate_options(target.option("options", ""))
-        for path in model_paths:
-            measurements.append(measure_in_worker(
-                path, "local", target, device, threads, warmup_runs, num_runs,
-                xnnpack=target.flag("xnnpack", True), delegate=delegate, delegate_options=options,
-                cpus=cpus))
-            if progress:
-                progress(measurements[-1])
-    return measurements
+    passes = []
+    for _ in range(rounds):
+        measurements = []
+        for target in targets:
+            delegate = target.option("path") if target.kind == "external" else None
+            options = parse_delegate_options(target.option("options", ""))
+            for path in model_paths:
+                measurements.append(measure_in_worker(
+                    path, "local", target, device, threads, warmup_runs, num_runs,
+                    xnnpack=target.flag("xnnpack", True), delegate=delegate, delegate_options=options,
+                    cpus=cpus))
+                if progress:
+                    progress(measurements[-1])
+        passes.append(measurements)
+    return [pool_rounds(parts) for parts in zip(*passes)]

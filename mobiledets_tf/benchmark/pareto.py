@@ -1,4 +1,5 @@
-"""Latency-vs-accuracy Pareto plot (PNG) of benchmark rows, one series per backend/target/device.
+"""Latency-vs-accuracy Pareto plot (PNG) of benchmark rows: one colour per backend/target/device, one
+marker per precision, points named by architecture.
 
 The y axis is COCO AP when rows have it; a table without any AP is plotted against multiply-adds
 instead, and the axis says so. The frontier joins the points no other point beats on both latency
@@ -20,6 +21,10 @@ def pareto_front(points: Sequence[Tuple[float, float]]) -> List[Tuple[float, flo
     return front
 
 
+def _y(row: BenchmarkRow, use_ap: bool) -> float:
+    return row.ap if use_ap else (row.multiply_adds or 0) / 1e9
+
+
 def plot_pareto(rows: Sequence[BenchmarkRow], path: str, title: str = "") -> str:
     """Writes the plot to `path`; returns the quantity on the y axis ("AP" or "multiply-adds")."""
     import matplotlib
@@ -33,22 +38,29 @@ def plot_pareto(rows: Sequence[BenchmarkRow], path: str, title: str = "") -> str
     y_name = "AP" if use_ap else "multiply-adds"
     figure, axes = plt.subplots(figsize=(8, 5.5))
     series = sorted({(r.backend, r.target, r.device) for r in measured})
+    precisions = sorted({r.precision for r in measured})
+    markers = dict(zip(precisions, "osD^v<>p*"))
     for backend, target, device in series:
         points = [r for r in measured if (r.backend, r.target, r.device) == (backend, target, device)]
-        xs = [r.latency_ms for r in points]
-        ys = [r.ap if use_ap else (r.multiply_adds or 0) / 1e9 for r in points]
-        scatter = axes.scatter(xs, ys, label=f"{backend} {target} ({device})" if len(series) > 1 else None)
-        for r, x, y in zip(points, xs, ys):
-            axes.annotate(f"{r.architecture} {r.precision}", (x, y), fontsize=7,
-                          xytext=(4, 3), textcoords="offset points")
+        color = None
+        for precision in precisions:
+            chosen = [r for r in points if r.precision == precision]
+            if not chosen:
+                continue
+            xs = [r.latency_ms for r in chosen]
+            ys = [_y(r, use_ap) for r in chosen]
+            where = f"{backend} {target} ({device}), " if len(series) > 1 else ""
+            scatter = axes.scatter(xs, ys, marker=markers[precision], color=color, label=where + precision)
+            color = scatter.get_facecolor()[0]
+            for r, x, y in zip(chosen, xs, ys):
+                axes.annotate(r.architecture, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
         if use_ap:
-            front = pareto_front(list(zip(xs, ys)))
-            axes.plot(*zip(*front), linestyle="--", color=scatter.get_facecolor()[0])
+            front = pareto_front([(r.latency_ms, r.ap) for r in points])
+            axes.plot(*zip(*front), linestyle="--", color=color)
     axes.set_xlabel("latency (ms, median)")
     axes.set_ylabel("COCO AP" if use_ap else "multiply-adds (B) — no AP given")
     axes.grid(alpha=0.3)
-    if len(series) > 1:
-        axes.legend(fontsize=7)
+    axes.legend(fontsize=7)
     axes.set_title(title or f"Latency vs {y_name}")
     figure.tight_layout()
     write_atomically(path, lambda f: figure.savefig(f, format="png", dpi=120))

@@ -31,6 +31,8 @@ THREADS = flags.DEFINE_integer("threads", 1, "Interpreter / benchmark_model thre
 WARMUP_RUNS = flags.DEFINE_integer("warmup_runs", 10, "Untimed runs before timing.")
 NUM_RUNS = flags.DEFINE_integer("num_runs", 50, "Timed runs per model and target.")
 CPUS = flags.DEFINE_list("cpus", [], "local: pin each measurement to these CPU numbers (e.g. 1).")
+ROUNDS = flags.DEFINE_integer("rounds", 1, "local: measure every model this many times over, interleaved, "
+                              "and pool the samples (steadier medians on a machine whose speed drifts).")
 BENCHMARK_BINARY = flags.DEFINE_string("benchmark_binary", None,
                                        "adb: TFLite's benchmark_model built for the device.")
 SERIALS = flags.DEFINE_list("serials", [], "adb: device serials (default: every attached device).")
@@ -66,6 +68,7 @@ def main(argv):
         targets = parse_targets(TARGETS.value, BACKEND.value)
         options = BenchmarkOptions(threads=THREADS.value, warmup_runs=WARMUP_RUNS.value,
                                    num_runs=NUM_RUNS.value, cpus=[int(c) for c in CPUS.value],
+                                   rounds=ROUNDS.value,
                                    benchmark_binary=BENCHMARK_BINARY.value, serials=SERIALS.value,
                                    cpu_mask=CPU_MASK.value, adb=ADB.value, remote_dir=REMOTE_DIR.value,
                                    edgetpu_library=EDGETPU_LIBRARY.value)

@@ -73,7 +73,7 @@ class TrainConfig(base_config.Config):
     log_every: int = 100
     image_summary_every: int = 5000
     init_checkpoint: str = ""            # float weights to start from (before QAT wrapping)
-    seed: int = 0
+    seed: int = 0                        # input order, augmentation and initial weights
 
 
 @dataclasses.dataclass

@@ -70,6 +70,7 @@ class DetectionTask:
         self.strategy = strategy
         self.data = data or resolve_data(config)
         set_precision_policy(config.train.mixed_precision)
+        keras.utils.set_random_seed(config.train.seed)   # the same initial weights for the same seed
         sync = config.model.sync_batch_norm and strategy.num_replicas_in_sync > 1
         with strategy.scope(), synchronized_batch_norm(sync):
             self.detector = SSDLiteDetector.from_config(

@@ -28,13 +28,13 @@ ENDPOINT_STRIDES = {"C1": 2, "C2": 4, "C3": 8, "C4": 16, "C5": 32}
 REQUIRED_ENDPOINTS = ("C4", "C5")
 EXPANSION_TENSOR = "expansion"
 
-_REQUIRED = {
+REQUIRED_FIELDS = {
     "conv": ("kernel", "stride", "filters"),
     "ibn": ("kernel", "stride", "filters", "expansion"),
     "fused": ("kernel", "stride", "filters", "expansion"),
     "tucker": ("kernel", "stride", "filters", "input_rank_ratio", "output_rank_ratio"),
 }
-_OPTIONAL = {
+OPTIONAL_FIELDS = {
     "conv": ("activation",),
     "ibn": ("se", "residual", "activation"),
     "fused": ("se", "residual", "activation"),
@@ -61,7 +61,7 @@ class BlockSpec:
     activation: Optional[str] = None  # None: the spec's activation
 
     def to_dict(self) -> Dict[str, Any]:
-        fields = ("type",) + _REQUIRED[self.type] + _OPTIONAL[self.type]
+        fields = ("type",) + REQUIRED_FIELDS[self.type] + OPTIONAL_FIELDS[self.type]
         defaults = {"se": 0.0, "residual": False, "activation": None}
         return {f: getattr(self, f) for f in fields
                 if f not in defaults or getattr(self, f) != defaults[f]}
@@ -145,7 +145,7 @@ def _fail(where: str, message: str):
     raise ArchSpecError(f"{where}: {message}")
 
 
-def _check_number(where, field, value, kind, low=None, high=None, low_open=False, choices=None):
+def check_number(where, field, value, kind, low=None, high=None, low_open=False, choices=None):
     if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
         _fail(where, f"field '{field}' must be {'a number' if kind is float else 'an integer'}, got {value!r}")
     if choices is not None and value not in choices:
@@ -164,23 +164,23 @@ def _parse_block(raw: Any, index: int, source: str) -> BlockSpec:
     if block_type not in BLOCK_TYPES:
         _fail(where, f"unknown block type {block_type!r}; expected one of {', '.join(BLOCK_TYPES)}")
     where = f"{where} ({block_type})"
-    allowed = ("type",) + _REQUIRED[block_type] + _OPTIONAL[block_type]
+    allowed = ("type",) + REQUIRED_FIELDS[block_type] + OPTIONAL_FIELDS[block_type]
     for key in raw:
         if key not in allowed:
             _fail(where, f"unknown field {key!r} for a {block_type} block; allowed: {', '.join(allowed)}")
-    for key in _REQUIRED[block_type]:
+    for key in REQUIRED_FIELDS[block_type]:
         if key not in raw:
             _fail(where, f"missing field '{key}'")
-    _check_number(where, "kernel", raw["kernel"], int, choices=KERNELS)
-    _check_number(where, "stride", raw["stride"], int, choices=STRIDES)
-    _check_number(where, "filters", raw["filters"], int, low=0, low_open=True)
+    check_number(where, "kernel", raw["kernel"], int, choices=KERNELS)
+    check_number(where, "stride", raw["stride"], int, choices=STRIDES)
+    check_number(where, "filters", raw["filters"], int, low=0, low_open=True)
     if "expansion" in raw:
-        _check_number(where, "expansion", raw["expansion"], float, low=0, low_open=True)
+        check_number(where, "expansion", raw["expansion"], float, low=0, low_open=True)
     for key in ("input_rank_ratio", "output_rank_ratio"):
         if key in raw:
-            _check_number(where, key, raw[key], float, low=0, low_open=True, high=1)
+            check_number(where, key, raw[key], float, low=0, low_open=True, high=1)
     if "se" in raw:
-        _check_number(where, "se", raw["se"], float, low=0, high=1)
+        check_number(where, "se", raw["se"], float, low=0, high=1)
         if raw["se"] == 1:
             _fail(where, "field 'se' is a bottleneck ratio and must be < 1")
     if "residual" in raw and not isinstance(raw["residual"], bool):

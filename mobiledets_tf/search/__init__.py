@@ -1,0 +1,1 @@
+"""Architecture search: search spaces as data (`space`), mapping choice indices to ArchSpecs."""

@@ -32,6 +32,7 @@ class ModelConfig(base_config.Config):
     quantization: str = ""               # "" (float) or "qat" (fake-quantized, tfmot 8-bit)
     anchor_min_scale: float = 0.2        # SSD anchor scales of the lowest and highest feature map
     anchor_max_scale: float = 0.95       # (fractions of the image side; the TF1 SSDLite defaults)
+    l2_weight: float = 4e-5              # TF1 L2 weight of the conv kernels (0: no regularisation)
 
 
 @dataclasses.dataclass

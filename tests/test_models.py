@@ -220,3 +220,33 @@ def test_anchor_scales_come_from_the_model_config():
     with pytest.raises(ValueError, match="min_scale <= max_scale"):
         SSDLiteDetector("mobiledet_edgetpu", num_classes=6, input_size=128, anchor_min_scale=0.8,
                         anchor_max_scale=0.5)
+
+
+def test_l2_weight_comes_from_the_model_config_and_zero_trains():
+    from mobiledets_tf.config import load_config
+    from mobiledets_tf.training.task import DetectionTask
+
+    small = "model.input_size=64,model.num_classes=3,model.depth_multiplier=0.25"
+    default = SSDLiteDetector.from_config(load_config(None, [small]).model)
+    doubled = SSDLiteDetector.from_config(load_config(None, [small + ",model.l2_weight=8e-5"]).model)
+    doubled.model.set_weights(default.model.get_weights())
+    assert len(default.model.losses) == len(doubled.model.losses) > 0
+    np.testing.assert_allclose(float(tf.add_n(doubled.model.losses)), 2 * float(tf.add_n(default.model.losses)),
+                               rtol=1e-5)
+    with pytest.raises(ValueError, match="L2 weight must be >= 0"):
+        SSDLiteDetector("mobiledet_edgetpu", num_classes=3, input_size=64, l2_weight=-1.0)
+
+    config = load_config(None, [small + ",model.l2_weight=0.0,data.dataset=tfrecord"])
+    config.train.batch_size = 2
+    task = DetectionTask(config, tf.distribute.get_strategy(), data=_fake_sources(config))
+    assert task.model.losses == []
+    images, gt_boxes, gt_classes = _batch(task.detector)
+    losses = task.train_step(task.detector.preprocess(images), task.detector.assign_targets(gt_boxes, gt_classes))
+    assert float(losses["regularization_loss"]) == 0.0 and np.isfinite(float(losses["total_loss"]))
+
+
+def _fake_sources(config):
+    from mobiledets_tf.data.label_map import Category
+    from mobiledets_tf.training.task import DataSources
+    label_map = [Category(i, f"c{i}") for i in range(1, config.model.num_classes + 1)]
+    return DataSources("", "", "", label_map, [c.name for c in label_map], config.model.num_classes)

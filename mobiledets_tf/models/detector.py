@@ -20,6 +20,7 @@ from mobiledets_tf.detection import losses as loss_lib
 from mobiledets_tf.detection import postprocess as postprocess_lib
 from mobiledets_tf.detection import targets as target_lib
 from mobiledets_tf.keras import keras
+from mobiledets_tf.layers import defaults
 from mobiledets_tf.models.backbone import wire_backbone
 from mobiledets_tf.models.checkpoints import restore_weights
 from mobiledets_tf.models.ssdlite_head import wire_box_predictor, wire_extra_layers
@@ -32,17 +33,20 @@ QUANTIZATION_MODES = ("", "qat")
 
 def build_ssdlite_model(arch: ArchSpec, num_classes: int, input_size: int,
                         depth_multiplier: float = 1.0, min_depth: int = 16,
-                        batch_size: Optional[int] = None) -> keras.Model:
-    """The Functional SSDLite model of `arch` (see the module docstring for inputs and outputs)."""
+                        batch_size: Optional[int] = None,
+                        l2_weight: float = defaults.L2_WEIGHT) -> keras.Model:
+    """The Functional SSDLite model of `arch` (see the module docstring for inputs and outputs);
+    `l2_weight` is the TF1 L2 weight of the regularised kernels."""
     anchor_lib.feature_map_sizes_for_input(input_size)  # validates the input size
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     images = keras.Input((input_size, input_size, 3), batch_size=batch_size, name="image")
-    endpoints, _ = wire_backbone(arch, images, depth_multiplier)
-    feature_maps = [endpoints["C4"], endpoints["C5"]]
-    feature_maps += wire_extra_layers(endpoints["C5"], depth_multiplier, min_depth)
-    box_encodings, class_logits = wire_box_predictor(
-        feature_maps, anchor_lib.num_anchors_per_location(), num_classes)
+    with defaults.l2_weight(l2_weight):
+        endpoints, _ = wire_backbone(arch, images, depth_multiplier)
+        feature_maps = [endpoints["C4"], endpoints["C5"]]
+        feature_maps += wire_extra_layers(endpoints["C5"], depth_multiplier, min_depth)
+        box_encodings, class_logits = wire_box_predictor(
+            feature_maps, anchor_lib.num_anchors_per_location(), num_classes)
     return keras.Model(images, [box_encodings, class_logits], name=f"ssdlite_{arch.name}")
 
 
@@ -53,7 +57,7 @@ class SSDLiteDetector:
                  input_size: int = DEFAULT_INPUT_SIZE, depth_multiplier: float = 1.0,
                  min_depth: int = 16, batch_size: Optional[int] = None, quantization: str = "",
                  float_checkpoint: Optional[str] = None, anchor_min_scale: float = 0.2,
-                 anchor_max_scale: float = 0.95):
+                 anchor_max_scale: float = 0.95, l2_weight: float = defaults.L2_WEIGHT):
         if quantization not in QUANTIZATION_MODES:
             raise ValueError(f"quantization must be one of {QUANTIZATION_MODES}, got {quantization!r}")
         self.arch = load_arch(arch)
@@ -65,7 +69,7 @@ class SSDLiteDetector:
         self.anchors = anchor_lib.generate_anchors(self.feature_map_sizes, min_scale=anchor_min_scale,
                                                    max_scale=anchor_max_scale)
         self.float_model = build_ssdlite_model(self.arch, num_classes, input_size, depth_multiplier,
-                                               min_depth, batch_size)
+                                               min_depth, batch_size, l2_weight)
         if float_checkpoint:
             restore_weights(self.float_model, float_checkpoint, f"float {self.arch.name} detector")
         self.model = quantize_model(self.float_model) if quantization == "qat" else self.float_model
@@ -81,7 +85,8 @@ class SSDLiteDetector:
         return cls(m.arch, num_classes=m.num_classes, input_size=m.input_size,
                    depth_multiplier=m.depth_multiplier, min_depth=m.min_depth, batch_size=batch_size,
                    quantization=m.quantization, float_checkpoint=float_checkpoint,
-                   anchor_min_scale=m.anchor_min_scale, anchor_max_scale=m.anchor_max_scale)
+                   anchor_min_scale=m.anchor_min_scale, anchor_max_scale=m.anchor_max_scale,
+                   l2_weight=m.l2_weight)
 
     @staticmethod
     def preprocess(images) -> tf.Tensor:

@@ -102,7 +102,8 @@ class DetectionTask:
             positives = replica.all_reduce(tf.distribute.ReduceOp.SUM, positives)
         losses = self.detector.losses(predictions, targets, normalizer=tf.maximum(positives, 1.0))
         num_replicas = replica.num_replicas_in_sync if replica is not None else 1
-        regularization = tf.add_n([tf.cast(l, tf.float32) for l in self.model.losses]) / num_replicas
+        regularization = tf.add_n([tf.constant(0.0)] + [tf.cast(l, tf.float32) for l in self.model.losses])
+        regularization /= num_replicas
         return {"total_loss": losses["total"] + regularization,
                 "classification_loss": losses["classification"],
                 "localization_loss": losses["localization"],

@@ -14,6 +14,7 @@ INSTALL_REQUIRES = [
     "Pillow==13.0.0",
     "tqdm==4.70.1",
     "matplotlib==3.11.2",  # latency-vs-AP plots
+    "scipy==1.17.1",  # Kendall tau of cost-model predictions
 ]
 
 setup(
@@ -33,6 +34,8 @@ setup(
             "mobiledets-eval=mobiledets_tf.bin.eval:run",
             "mobiledets-export=mobiledets_tf.bin.export:run",
             "mobiledets-benchmark=mobiledets_tf.bin.benchmark:run",
+            "mobiledets-latency-data=mobiledets_tf.bin.latency_data:run",
+            "mobiledets-cost-model=mobiledets_tf.bin.cost_model:run",
         ],
     },
 )

@@ -17,30 +17,19 @@ import sys
 from absl import app, flags
 
 from mobiledets_tf.benchmark.adb import AdbError
-from mobiledets_tf.benchmark.harness import BACKENDS, BenchmarkOptions, run_benchmark
+from mobiledets_tf.benchmark.harness import run_benchmark
 from mobiledets_tf.benchmark.results import format_markdown
 from mobiledets_tf.benchmark.targets import parse_targets
+from mobiledets_tf.bin.benchmark_flags import backend_flag, benchmark_options_from_flags, define_benchmark_flags
 
 MODELS = flags.DEFINE_list("models", None, "Comma-separated .tflite paths or globs.")
-BACKEND = flags.DEFINE_enum("backend", "local", list(BACKENDS), "Where to run the models.")
 TARGETS = flags.DEFINE_multi_string(
     "targets", [], "Targets KIND[:key=value,...], comma-separated or repeated: cpu, cpu:xnnpack=false, "
     "external:path=LIB,options=k:v;k:v (local); cpu, gpu, nnapi:accelerator=NAME, hexagon:lib=DIR, "
     "external:... (adb); edgetpu:device=usb:0 (edgetpu). Default: cpu, or edgetpu.")
-THREADS = flags.DEFINE_integer("threads", 1, "Interpreter / benchmark_model threads.")
-WARMUP_RUNS = flags.DEFINE_integer("warmup_runs", 10, "Untimed runs before timing.")
-NUM_RUNS = flags.DEFINE_integer("num_runs", 50, "Timed runs per model and target.")
-CPUS = flags.DEFINE_list("cpus", [], "local: pin each measurement to these CPU numbers (e.g. 1).")
 ROUNDS = flags.DEFINE_integer("rounds", 1, "local: measure every model this many times over, interleaved, "
                               "and pool the samples (steadier medians on a machine whose speed drifts).")
-BENCHMARK_BINARY = flags.DEFINE_string("benchmark_binary", None,
-                                       "adb: TFLite's benchmark_model built for the device.")
-SERIALS = flags.DEFINE_list("serials", [], "adb: device serials (default: every attached device).")
-CPU_MASK = flags.DEFINE_string("cpu_mask", None, "adb: taskset mask in hex (default: the fastest core).")
-ADB = flags.DEFINE_string("adb", "adb", "adb: the adb executable.")
-REMOTE_DIR = flags.DEFINE_string("remote_dir", "/data/local/tmp/mobiledets", "adb: working folder on the device.")
-EDGETPU_LIBRARY = flags.DEFINE_string("edgetpu_library", None,
-                                      "edgetpu: path of libedgetpu.so.1 (default: the loader's).")
+define_benchmark_flags()
 EVAL_JSON = flags.DEFINE_multi_string("eval_json", [], "MODEL=metrics.json: the AP of a model (file name "
                                       "or stem); default eval_STEM/metrics.json next to the model.")
 OUTPUT_DIR = flags.DEFINE_string("output_dir", "benchmark_results", "Where the tables and plot go.")
@@ -65,14 +54,9 @@ def main(argv):
     if not MODELS.value:
         sys.exit("mobiledets-benchmark: give --models=PATH_OR_GLOB[,...]")
     try:
-        targets = parse_targets(TARGETS.value, BACKEND.value)
-        options = BenchmarkOptions(threads=THREADS.value, warmup_runs=WARMUP_RUNS.value,
-                                   num_runs=NUM_RUNS.value, cpus=[int(c) for c in CPUS.value],
-                                   rounds=ROUNDS.value,
-                                   benchmark_binary=BENCHMARK_BINARY.value, serials=SERIALS.value,
-                                   cpu_mask=CPU_MASK.value, adb=ADB.value, remote_dir=REMOTE_DIR.value,
-                                   edgetpu_library=EDGETPU_LIBRARY.value)
-        rows = run_benchmark(MODELS.value, BACKEND.value, targets, OUTPUT_DIR.value, NAME.value, options,
+        targets = parse_targets(TARGETS.value, backend_flag())
+        options = benchmark_options_from_flags(rounds=ROUNDS.value)
+        rows = run_benchmark(MODELS.value, backend_flag(), targets, OUTPUT_DIR.value, NAME.value, options,
                              parse_eval_json(EVAL_JSON.value), TITLE.value)
     except (ValueError, FileNotFoundError, AdbError) as e:
         sys.exit(f"mobiledets-benchmark: {e}")

@@ -1,0 +1,159 @@
+"""The linear cost model: fitting, metrics, held-out figures, files, sub-space prediction, the exact
+expected latency, and mobiledets-cost-model fit/eval/predict.
+
+Latencies here come from a known linear model over the real search space's features plus noise, so
+what the fit should recover is known; measuring real models is covered by test_latency_data.py.
+"""
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_binary
+from mobiledets_tf.arch import load_arch
+from mobiledets_tf.search.cost_model import (CostModel, CostModelError, FitMetrics, evaluate, fit,
+                                             measured_with, split_holdout)
+from mobiledets_tf.search.latency_data import CollectionSettings, sample_row
+from mobiledets_tf.search.space import load_space
+
+SETTINGS = CollectionSettings(space="ibn_fused_tucker", platform="cpu")
+
+
+def synthetic_dataset(path, num=300, noise=0.01, seed=0):
+    """A latency dataset file whose latencies are true_w . f + 12 ms, times (1 + noise * N(0, 1))."""
+    space = SETTINGS.load_space()
+    rng = np.random.default_rng(seed)
+    true_weights = rng.uniform(0.0, 4.0, space.num_features)
+    with open(path, "w") as f:
+        f.write(json.dumps({**SETTINGS.header(space), "context": {}}) + "\n")
+        for r in range(num):
+            indices = sample_row(space, SETTINGS.seed, r)
+            latency = (true_weights @ space.features(indices) + 12.0) * (1 + noise * rng.normal())
+            f.write(json.dumps({"row": r, "indices": indices, "device": "test CPU", "latency_ms": latency,
+                                "error": None}) + "\n")
+        f.write(json.dumps({"row": num, "indices": sample_row(space, 0, num), "latency_ms": None,
+                            "error": "crashed (signal 11)"}) + "\n")
+    return space, true_weights
+
+
+def read_rows(path):
+    from mobiledets_tf.search.latency_data import read_dataset
+    return read_dataset(str(path))
+
+
+def test_metrics_by_hand():
+    metrics = FitMetrics.of(predicted=[11.0, 18.0, 33.0, 40.0], measured=[10.0, 20.0, 30.0, 40.0])
+    assert metrics.count == 4
+    assert metrics.mape == pytest.approx(100 * (0.1 + 0.1 + 0.1 + 0.0) / 4)
+    assert metrics.r2 == pytest.approx(1 - (1 + 4 + 9 + 0) / 500)
+    assert metrics.kendall_tau == pytest.approx(1.0)
+    assert metrics.within_10 == pytest.approx(1.0)
+    assert metrics.max_error == pytest.approx(10.0)
+    assert FitMetrics.of([10.0, 30.0, 20.0], [10.0, 20.0, 30.0]).within_10 == pytest.approx(1 / 3)
+
+
+def test_fit_recovers_a_linear_latency_and_reports_held_out_figures(tmp_path):
+    space, true_weights = synthetic_dataset(tmp_path / "d.jsonl")
+    header, rows = read_rows(tmp_path / "d.jsonl")
+    train, held = split_holdout(rows, 50, seed=0)
+    assert len(train) == 250 and len(held) == 50          # the row with an error is left out
+    model = fit(space, train, measured_with(header, rows))
+    assert model.measured_with["device"] == "test CPU" and model.measured_with["space"] == "ibn_fused_tucker"
+    metrics = evaluate(model, space, held)
+    assert metrics.within_10 >= 0.95 and metrics.mape < 5 and metrics.r2 > 0.8 and metrics.kendall_tau > 0.7
+    # Fresh architectures, noise-free truth: the fit is close to the true linear model.
+    fresh = [space.sample(np.random.default_rng([9, i])) for i in range(200)]
+    truth = np.array([true_weights @ space.features(i) + 12.0 for i in fresh])
+    assert np.max(np.abs(model.predict_many(space, fresh) - truth) / truth) < 0.08
+
+    # A fit on too little data, or with nothing measured, is refused with the reason.
+    with pytest.raises(CostModelError, match="too few"):
+        fit(space, train[:5], {})
+    with pytest.raises(CostModelError, match="cannot hold out 400 of 300"):
+        split_holdout(rows, 400)
+
+
+def test_noise_free_data_is_fitted_exactly():
+    space = SETTINGS.load_space()
+    rng = np.random.default_rng(1)
+    weights = rng.uniform(0.5, 3.0, space.num_features)
+    rows = []
+    for r in range(400):
+        indices = space.sample(rng)
+        rows.append({"row": r, "indices": indices, "latency_ms": weights @ space.features(indices) + 5.0})
+    model = fit(space, rows, {}, ridge=1e-10)
+    fresh = [space.sample(rng) for _ in range(50)]
+    truth = np.array([weights @ space.features(i) + 5.0 for i in fresh])
+    assert np.allclose(model.predict_many(space, fresh), truth, rtol=1e-4)
+
+
+def test_file_round_trip_expected_latency_and_sub_spaces(tmp_path):
+    space, _ = synthetic_dataset(tmp_path / "d.jsonl")
+    header, rows = read_rows(tmp_path / "d.jsonl")
+    model = fit(space, rows, measured_with(header, rows))
+    model.save(str(tmp_path / "m.json"))
+    loaded = CostModel.load(str(tmp_path / "m.json"))
+    samples = [space.sample(np.random.default_rng([3, i])) for i in range(20)]
+    assert np.allclose(loaded.predict_many(space, samples), model.predict_many(space, samples))
+    assert loaded.space().tag == space.tag and loaded.metrics["train"]["count"] == 300
+
+    # Exact expectation under per-decision probabilities = Monte Carlo mean of sampled predictions.
+    rng = np.random.default_rng(4)
+    probabilities = [rng.dirichlet(np.ones(len(d.choices))) for d in space.decisions]
+    draws = [[int(rng.choice(len(p), p=p)) for p in probabilities] for _ in range(20000)]
+    monte_carlo = model.predict_many(space, draws).mean()
+    assert model.expected(space, probabilities) == pytest.approx(monte_carlo, rel=0.005)
+    uniform = [np.full(len(d.choices), 1 / len(d.choices)) for d in space.decisions]
+    one_hot = [np.eye(len(d.choices))[i] for d, i in zip(space.decisions, samples[0])]
+    assert model.expected(space, one_hot) == pytest.approx(model.predict(space, samples[0]))
+    assert model.expected(space, uniform) > 0
+
+    # The same skeleton and platform with fewer op choices: predictions come from the same weights.
+    ibn = load_space("ibn", "cpu")
+    arch = load_arch("mobiledet_cpu")
+    assert model.predict(ibn, ibn.indices_of(arch)) == pytest.approx(model.predict(space, space.indices_of(arch)))
+    with pytest.raises(CostModelError, match="does not know .* feature"):
+        model.predict(load_space("ibn_fused_tucker", "edgetpu"), [0] * len(load_space("ibn_fused_tucker", "edgetpu").decisions))
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{", "not JSON"),
+    ('{"format": "other"}', "not a cost model"),
+    ('{"format": "mobiledets-cost-model", "weights": {}}', "malformed cost model"),
+])
+def test_bad_model_files_are_named(content, message, tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text(content)
+    with pytest.raises(CostModelError, match=message):
+        CostModel.load(str(path))
+    with pytest.raises(CostModelError, match="no such cost model file"):
+        CostModel.load(str(tmp_path / "none.json"))
+
+
+def test_binary_fit_eval_predict(tmp_path):
+    synthetic_dataset(tmp_path / "d.jsonl")
+    synthetic_dataset(tmp_path / "other.jsonl", num=60, seed=0)
+    model_path = tmp_path / "cost.json"
+    fitted = run_binary("cost_model", "fit", f"--data={tmp_path / 'd.jsonl'}", "--holdout=50",
+                        f"--output={model_path}")
+    assert "fitted on 250 architectures, 50 held out, 1 rows without a latency skipped" in fitted.stdout
+    assert "held-out architectures" in fitted.stdout and "within +-10%" in fitted.stdout
+    saved = json.loads(model_path.read_text())
+    assert saved["metrics"]["holdout"]["count"] == 50 and (tmp_path / "cost.png").stat().st_size > 10000
+    share = saved["metrics"]["holdout"]["within_10"]
+    assert f"within +-10%         {100 * share:.1f}%" in fitted.stdout
+
+    evaluated = run_binary("cost_model", "eval", f"--model={model_path}", f"--data={tmp_path / 'other.jsonl'}")
+    assert "architectures        60" in evaluated.stdout and (tmp_path / "other_eval.png").exists()
+
+    predicted = run_binary("cost_model", "predict", f"--model={model_path}", "--arch=mobiledet_cpu")
+    model, space = CostModel.load(str(model_path)), SETTINGS.load_space()
+    expected = model.predict(space, space.indices_of(load_arch("mobiledet_cpu")))
+    assert f"mobiledet_cpu: {expected:.2f} ms predicted" in predicted.stdout
+
+    outside = run_binary("cost_model", "predict", f"--model={model_path}", "--arch=mobiledet_edgetpu", check=False)
+    assert outside.returncode != 0 and "mobiledets-cost-model predict:" in outside.stderr
+    usage = run_binary("cost_model", "train", check=False)
+    assert usage.returncode != 0 and "usage: mobiledets-cost-model {fit|eval|predict}" in usage.stderr
+    no_output = run_binary("cost_model", "fit", f"--data={tmp_path / 'd.jsonl'}", check=False)
+    assert "give --output=FILE.json" in no_output.stderr

@@ -36,6 +36,7 @@ setup(
             "mobiledets-benchmark=mobiledets_tf.bin.benchmark:run",
             "mobiledets-latency-data=mobiledets_tf.bin.latency_data:run",
             "mobiledets-cost-model=mobiledets_tf.bin.cost_model:run",
+            "mobiledets-search=mobiledets_tf.bin.search:run",
         ],
     },
 )

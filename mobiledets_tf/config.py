@@ -88,11 +88,31 @@ class EvalConfig(base_config.Config):
 
 
 @dataclasses.dataclass
+class SearchConfig(base_config.Config):
+    """TuNAS search (mobiledets-search); the shared weights train with `train`'s optimizer and steps."""
+    space: str = "ibn_fused_tucker"      # a search space name or YAML file
+    platform: str = "edgetpu"            # cpu | edgetpu | dsp | gpu (or a platform of the YAML file)
+    skeleton: str = ""                   # "" : the platform's default skeleton
+    cost_model: str = ""                 # cost model JSON (mobiledets-cost-model fit)
+    target_ms: float = 0.0               # latency target T0 (ms, as the cost model predicts)
+    reward_beta: float = -0.10           # R = Q + beta * |T / T0 - 1|
+    quality_metric: str = "AP50"         # Q: AP50 or AP of the validation mini-batch (COCO, 0..1)
+    validation_batch_multiple: int = 4   # validation mini-batch = this x the training batch
+    rl_learning_rate: float = 3e-4       # controller Adam learning rate per 256 training images
+    rl_delay: float = 0.25               # share of the steps before the controller learns
+    rl_boost: float = 10.0               # the RL learning rate rises exponentially to this factor
+    warmup: float = 0.25                 # share of the steps with op and filter warmup
+    baseline_momentum: float = 0.95
+    seed: int = 0                        # architecture sampling
+
+
+@dataclasses.dataclass
 class ExperimentConfig(base_config.Config):
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
 
 
 _CHOICES = {
@@ -100,10 +120,12 @@ _CHOICES = {
     "model.quantization": ("", "qat"),
     "train.mixed_precision": ("", "mixed_bfloat16", "mixed_float16"),
     "train.optimizer": ("sgd", "adam"),
+    "search.quality_metric": ("AP50", "AP"),
 }
 _POSITIVE = ("model.input_size", "model.num_classes", "model.depth_multiplier", "train.batch_size",
              "train.steps", "train.checkpoint_every", "train.log_every", "eval.batch_size",
-             "data.max_boxes", "data.builtin.num_train", "data.builtin.num_val")
+             "data.max_boxes", "data.builtin.num_train", "data.builtin.num_val",
+             "search.validation_batch_multiple", "search.rl_boost", "search.baseline_momentum")
 
 
 def _check_types(config: base_config.Config, source: str, prefix: str = "") -> None:

@@ -130,7 +130,7 @@ def test_checkpoint_round_trip(space, tmp_path):
     tf.train.Checkpoint(**restored.checkpoint_items()).read(path).assert_consumed()
     for a, b in zip(controller.logits, restored.logits):
         assert np.array_equal(a.numpy(), b.numpy())
-    assert restored._baseline_value() == pytest.approx(controller._baseline_value())
+    assert restored.baseline_value() == pytest.approx(controller.baseline_value())
     assert int(restored.updates.numpy()) == 5
     # The optimizer's slots came back too: the next update is identical.
     sample = controller.sample(np.random.default_rng(9))

@@ -1,11 +1,13 @@
 """mobiledets-latency-data: real exports of sampled architectures measured by the local backend,
 resuming after a kill (including a line cut short), settings checks and error messages."""
 import json
+import os
 
 import pytest
 
 from conftest import run_binary
 from mobiledets_tf.benchmark.harness import BenchmarkOptions
+from mobiledets_tf.search import latency_data
 from mobiledets_tf.search.latency_data import (CollectionSettings, LatencyDataError, collect, read_dataset,
                                                sample_row)
 
@@ -13,7 +15,7 @@ SMALL = dict(space="ibn_fused_tucker", platform="edgetpu", input_size=64, num_cl
              depth_multiplier=0.5, warmup_runs=1, num_runs=3, rounds=1)
 
 
-def test_collects_resumes_and_keeps_one_row_per_architecture(tmp_path):
+def test_collects_resumes_and_keeps_one_row_per_architecture(tmp_path, monkeypatch):
     settings = CollectionSettings(**SMALL)
     output = str(tmp_path / "latency.jsonl")
     first = collect(settings, 2, output, chunk_size=2, log=lambda _: None)
@@ -42,6 +44,17 @@ def test_collects_resumes_and_keeps_one_row_per_architecture(tmp_path):
 
     again = collect(settings, 3, output, log=lambda _: None)
     assert again.num_new == 0
+
+    # Export first (any time), measure later (on a quiet machine): the exported model is used, then removed.
+    work_dir = tmp_path / "models"
+    collect(settings, 4, output, work_dir=str(work_dir), export_only=True, log=lambda _: None)
+    assert sorted(os.listdir(work_dir)) == ["row00003.tflite"] and len(read_dataset(output)[1]) == 3
+    def no_export(*args):
+        raise AssertionError("the exported model should have been measured as it is")
+    monkeypatch.setattr(latency_data, "export_architecture", no_export)
+    measured = collect(settings, 4, output, work_dir=str(work_dir), log=lambda _: None)
+    assert measured.num_new == 1 and not work_dir.exists()
+    assert read_dataset(output)[1][-1]["row"] == 3
 
 
 def test_other_settings_do_not_resume_a_file(tmp_path):

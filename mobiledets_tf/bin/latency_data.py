@@ -40,6 +40,8 @@ SEED = flags.DEFINE_integer("seed", 0, "Row r samples its architecture from the 
 CHUNK_SIZE = flags.DEFINE_integer("chunk_size", 8, "Models exported, then measured, together.")
 WORK_DIR = flags.DEFINE_string("work_dir", None, "Where the .tflite files go (default: next to --output).")
 KEEP_MODELS = flags.DEFINE_bool("keep_models", False, "Keep the exported .tflite files.")
+EXPORT_ONLY = flags.DEFINE_bool("export_only", False, "Only export the models of the missing rows (into --work_dir); "
+                                "run again without it to measure them all in one pass, on a quiet machine.")
 EDGETPU_COMPILER = flags.DEFINE_string("edgetpu_compiler", None, "edgetpu: the compiler (default: on PATH).")
 define_benchmark_flags(num_runs=30)
 
@@ -61,9 +63,13 @@ def main(argv):
             rounds=ROUNDS.value, seed=SEED.value)
         result = collect(settings, NUM.value, OUTPUT.value, work_dir=WORK_DIR.value, options=options,
                          chunk_size=CHUNK_SIZE.value, keep_models=KEEP_MODELS.value,
-                         edgetpu_compiler=EDGETPU_COMPILER.value)
+                         edgetpu_compiler=EDGETPU_COMPILER.value, export_only=EXPORT_ONLY.value)
     except (ValueError, FileNotFoundError, AdbError, CompilerNotFoundError) as e:
         sys.exit(f"mobiledets-latency-data: {e}")
+    if EXPORT_ONLY.value:
+        print(f"exported the models of the rows not yet in {result.path} in {result.seconds / 60:.1f} min; "
+              f"run the same command without --export_only to measure them")
+        return
     print(f"{result.path}: {result.num_rows} architectures ({result.num_new} measured now in "
           f"{result.seconds / 60:.1f} min, {result.num_errors} with errors)")
 

@@ -24,8 +24,7 @@ import tensorflow as tf
 
 from mobiledets_tf.keras import keras
 from mobiledets_tf.search.space import SearchSpace, WidthChoice
-
-ALL_OPS = -1   # an op decision's value during op warmup: the supernet runs and averages every op
+from mobiledets_tf.search.supernet import WARMUP as ALL_OPS   # every op of the layer, averaged
 
 
 def absolute_reward(quality: float, latency_ms: float, target_ms: float, beta: float = -0.10) -> float:
@@ -112,7 +111,7 @@ class Controller(tf.Module):
         rewards = np.asarray(rewards, dtype=np.float32)
         if len(samples) != len(rewards) or len(rewards) == 0:
             raise ValueError(f"{len(samples)} samples and {len(rewards)} rewards")
-        baseline = self._baseline_value()
+        baseline = self.baseline_value()
         mean_reward = float(rewards.mean())
         advantage = rewards - (baseline if baseline is not None else mean_reward)
         self.optimizer.learning_rate = learning_rate
@@ -120,7 +119,7 @@ class Controller(tf.Module):
         momentum = self.baseline_momentum
         self.baseline.assign(momentum * self.baseline + (1 - momentum) * mean_reward)
         self.updates.assign_add(1)
-        return {"policy_loss": float(loss), "baseline": self._baseline_value(),
+        return {"policy_loss": float(loss), "baseline": self.baseline_value(),
                 "advantage": float(advantage.mean())}
 
     @tf.function
@@ -131,7 +130,7 @@ class Controller(tf.Module):
         self.optimizer.apply_gradients(zip(gradients, self.logits))
         return loss
 
-    def _baseline_value(self):
+    def baseline_value(self):
         """The bias-corrected moving average of the reward (None before the first update)."""
         updates = int(self.updates.numpy())
         if updates == 0:

@@ -17,7 +17,6 @@ whose speed drifts.
 import dataclasses
 import json
 import os
-import shutil
 import time
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -200,8 +199,14 @@ class CollectionResult:
 
 def collect(settings: CollectionSettings, num: int, output: str, work_dir: Optional[str] = None,
             options: BenchmarkOptions = BenchmarkOptions(), chunk_size: int = 8, keep_models: bool = False,
-            edgetpu_compiler: Optional[str] = None, log: Callable[[str], None] = print) -> CollectionResult:
-    """Measures rows 0..num-1 of `settings` into `output` (JSONL), resuming what is already there."""
+            edgetpu_compiler: Optional[str] = None, export_only: bool = False,
+            log: Callable[[str], None] = print) -> CollectionResult:
+    """Measures rows 0..num-1 of `settings` into `output` (JSONL), resuming what is already there.
+
+    With `export_only` the models of the missing rows are only exported into `work_dir` (which needs
+    no quiet machine); a later call without it measures them, all in one pass, so that the timing
+    itself can run while nothing else does.
+    """
     settings.check()
     if num < 1:
         raise LatencyDataError(f"--num must be at least 1, got {num}")
@@ -238,6 +243,9 @@ def collect(settings: CollectionSettings, num: int, output: str, work_dir: Optio
             samples = {r: sample_row(space, settings.seed, r) for r in chunk}
             models = {r: _prepare_model(space, samples[r], settings, work_dir, r, edgetpu_compiler)
                       for r in chunk}
+            if export_only:
+                bar.update(len(chunk))
+                continue
             to_measure = [r for r in chunk if isinstance(models[r], str)]
             measurements = dict(zip(to_measure, _measure(settings.backend, [models[r] for r in to_measure],
                                                          target, options)))
@@ -251,11 +259,23 @@ def collect(settings: CollectionSettings, num: int, output: str, work_dir: Optio
                     if m.error:
                         log(f"row {r}: {m.error}")
             if not keep_models:
-                shutil.rmtree(work_dir, ignore_errors=True)
+                _remove_models(work_dir, chunk)
             bar.update(len(chunk))
+    if export_only:
+        return CollectionResult(output, len(done), 0, 0, time.time() - started)
     _, rows = read_dataset(output)
     errors = sum(1 for r in rows if r.get("latency_ms") is None)
     return CollectionResult(output, len(rows), added, errors, time.time() - started)
+
+
+def _remove_models(work_dir: str, rows: Sequence[int]) -> None:
+    """Deletes the files of `rows` (models, compiled models, compiler logs); the folder when empty."""
+    prefixes = tuple(f"row{r:05d}" for r in rows)
+    for name in os.listdir(work_dir):
+        if name.startswith(prefixes):
+            os.remove(os.path.join(work_dir, name))
+    if not os.listdir(work_dir):
+        os.rmdir(work_dir)
 
 
 @dataclasses.dataclass

@@ -73,10 +73,18 @@ class DetectionTask:
         keras.utils.set_random_seed(config.train.seed)   # the same initial weights for the same seed
         sync = config.model.sync_batch_norm and strategy.num_replicas_in_sync > 1
         with strategy.scope(), synchronized_batch_norm(sync):
-            self.detector = SSDLiteDetector.from_config(
-                config.model, float_checkpoint=config.train.init_checkpoint or None)
+            self.detector = self.build_detector()
             self.optimizer, self.learning_rate = build_optimizer(config.train)
         self.model = self.detector.model
+
+    def build_detector(self):
+        """The detector this task trains (an `SSDLiteDetector`; the search task builds a supernet)."""
+        return SSDLiteDetector.from_config(self.config.model,
+                                           float_checkpoint=self.config.train.init_checkpoint or None)
+
+    def predict(self, images, training: bool, **call_args):
+        """Raw predictions (box encodings, class logits); `call_args` are the supernet's choices."""
+        return self.model(images, training=training)
 
     # Inputs ------------------------------------------------------------------------------------
     def train_dataset_fn(self, input_context: tf.distribute.InputContext = None) -> tf.data.Dataset:
@@ -93,10 +101,10 @@ class DetectionTask:
         return self.strategy.distribute_datasets_from_function(self.train_dataset_fn)
 
     # Loss and step -----------------------------------------------------------------------------
-    def replica_losses(self, images, targets, training: bool = True) -> Dict[str, tf.Tensor]:
+    def replica_losses(self, images, targets, training: bool = True, **call_args) -> Dict[str, tf.Tensor]:
         """This replica's share of the global-batch losses (the shares sum to the global losses)."""
         replica = tf.distribute.get_replica_context()
-        predictions = self.model(images, training=training)
+        predictions = self.predict(images, training, **call_args)
         positives = num_positives(targets["positive_mask"])
         if replica is not None and replica.num_replicas_in_sync > 1:
             positives = replica.all_reduce(tf.distribute.ReduceOp.SUM, positives)
@@ -109,11 +117,11 @@ class DetectionTask:
                 "localization_loss": losses["localization"],
                 "regularization_loss": regularization}
 
-    def train_step(self, images, targets) -> Dict[str, tf.Tensor]:
+    def train_step(self, images, targets, **call_args) -> Dict[str, tf.Tensor]:
         """One optimizer step on this replica's batch; returns its loss shares."""
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
-            losses = self.replica_losses(images, targets)
+            losses = self.replica_losses(images, targets, **call_args)
             loss = losses["total_loss"]
             if isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer):
                 loss = self.optimizer.get_scaled_loss(loss)

@@ -1,0 +1,82 @@
+"""mobiledets-search: latency-targeted TuNAS architecture search on a detection supernet.
+
+    mobiledets-search --config=configs/experiments/search_quickstart.yaml --model_dir=runs/search \
+        --cost_model=configs/cost_models/ibn_fused_tucker_cpu_float32_320.json --target_ms=40
+    mobiledets-search --config=... --space=ibn_fused_tucker --platform=edgetpu --cost_model=FILE \
+        --target_ms=T0 --strategy=mirrored
+
+Trains the shared weights of the supernet of --space/--platform and the controller together
+(reference section 8), resuming from the latest checkpoint in --model_dir. TensorBoard curves of the
+losses, quality Q, cost, reward and each decision's probabilities go to `search/`. At the end it
+writes `searched_arch.yaml` (the controller's most likely architecture, an ArchSpec that
+`mobiledets-train --arch=...` accepts) and `searched_arch.json` (its choices, predicted latency and
+the final probabilities).
+"""
+import os
+import sys
+
+from absl import app, flags, logging
+
+import mobiledets_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+from mobiledets_tf.bin import common
+from mobiledets_tf.config import ConfigError, save_config
+from mobiledets_tf.search.cost_model import CostModel, CostModelError
+from mobiledets_tf.search.space import SearchSpaceError
+from mobiledets_tf.training.loop import TrainingDivergedError
+from mobiledets_tf.training.strategy import make_strategy, split_cpu
+
+common.define_config_flags()
+MODEL_DIR = flags.DEFINE_string("model_dir", None, "Directory for checkpoints, summaries and the result.")
+SPACE = flags.DEFINE_string("space", None, "Shortcut for --override=search.space=...")
+PLATFORM = flags.DEFINE_string("platform", None, "Shortcut for --override=search.platform=...")
+COST_MODEL = flags.DEFINE_string("cost_model", None, "Shortcut for --override=search.cost_model=...")
+TARGET_MS = flags.DEFINE_float("target_ms", None, "Shortcut for --override=search.target_ms=...")
+STRATEGY = flags.DEFINE_enum("strategy", "default", ["default", "mirrored"],
+                             "Distribution strategy: every replica samples its own architecture.")
+CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices.")
+flags.mark_flag_as_required("model_dir")
+
+
+def shortcut_overrides():
+    values = (("search.space", SPACE.value), ("search.platform", PLATFORM.value),
+              ("search.cost_model", COST_MODEL.value), ("search.target_ms", TARGET_MS.value))
+    return [f"{key}={value!r}" for key, value in values if value is not None]
+
+
+def main(argv):
+    del argv
+    from mobiledets_tf.search.search_task import SearchTask
+    from mobiledets_tf.search.tunas import SearchLoop
+
+    try:
+        config = common.load_config_from_flags(extra_overrides=shortcut_overrides())
+        if not config.search.cost_model:
+            raise ConfigError("give --cost_model=FILE (mobiledets-cost-model fit) and --target_ms")
+        cost_model = CostModel.load(config.search.cost_model)
+        split_cpu(CPU_DEVICES.value)
+        strategy = make_strategy(STRATEGY.value, "")
+        task = SearchTask(config, strategy)
+        loop = SearchLoop(task, cost_model, MODEL_DIR.value)
+    except (ConfigError, CostModelError, SearchSpaceError, FileNotFoundError, ValueError) as e:
+        sys.exit(f"mobiledets-search: {e}")
+    logging.info("Searching %s (%d decisions, %.3g architectures) for %.2f ms on %d replica(s), global "
+                 "batch %d, %d steps; cost model %s", task.space.tag, len(task.space.decisions),
+                 float(task.space.size), config.search.target_ms, strategy.num_replicas_in_sync,
+                 config.train.batch_size, config.train.steps, cost_model.describe())
+    os.makedirs(MODEL_DIR.value, exist_ok=True)
+    save_config(config, os.path.join(MODEL_DIR.value, "config.yaml"))
+    try:
+        result = loop.run()
+    except TrainingDivergedError as e:
+        sys.exit(f"mobiledets-search: {e}")
+    print(f"searched architecture: {result.arch_path} (predicted {result.predicted_ms:.2f} ms, target "
+          f"{config.search.target_ms:g} ms)\nchoices and probabilities: {result.json_path}\n"
+          f"train it: mobiledets-train --config=... --arch={result.arch_path} --model_dir=...")
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,202 @@
+"""The TuNAS search loop: shared weights and controller trained together, with checkpoints and resume.
+
+Each step (reference section 8):
+1. every replica draws its own architecture from the controller (numpy generator seeded by
+   (search seed, step, replica), so a resumed search draws the same ones); during the warmup share
+   of the steps its decisions are replaced by op warmup (-1: every op, averaged) or the widest width
+   with a probability falling from 1 to 0;
+2. one optimizer step of the shared weights on each replica's training batch, only its path running;
+3. after the update, detections of each replica's architecture on its share of a validation
+   mini-batch, scored with COCO AP50 (or AP): the quality Q;
+4. reward `Q + beta * |T/T0 - 1|` with T the cost model's latency of the architecture;
+5. once the RL delay is over, one REINFORCE update of the controller from the non-warmup samples.
+Logged every `train.log_every` steps and written to TensorBoard (`search/`): losses, Q, cost,
+reward, baseline, the controller's exact expected cost and entropy, and every decision's
+probabilities. Checkpoints (`tf.train.CheckpointManager`, atomic) hold the supernet, its optimizer
+and the controller (logits, Adam slots, baseline), so a killed search resumes where it was. At the
+end the controller's argmax architecture is written as an ArchSpec (`searched_arch.yaml`, which
+`mobiledets-train --arch` reads) with its choices and predicted latency (`searched_arch.json`).
+"""
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from mobiledets_tf.evaluation.coco_metrics import DetectionEvaluator
+from mobiledets_tf.io_utils import write_text_atomically
+from mobiledets_tf.search.controller import (Controller, absolute_reward, rl_learning_rate,
+                                             warmup_probability)
+from mobiledets_tf.search.cost_model import CostModel
+from mobiledets_tf.search.search_task import SearchTask
+from mobiledets_tf.training.loop import TrainingDivergedError, format_duration
+
+RL_BATCH_IMAGES = 256   # the controller's learning rate is given per this many training images
+
+
+@dataclasses.dataclass
+class SearchResult:
+    indices: List[int]
+    predicted_ms: float
+    arch_path: str
+    json_path: str
+
+
+def minibatch_quality(groundtruth: Dict[str, np.ndarray], detections: Dict[str, np.ndarray], label_map,
+                      metric: str) -> float:
+    """COCO AP50 (or AP) of detections on one mini-batch; 0 when nothing is detected."""
+    evaluator = DetectionEvaluator(label_map)
+    evaluator.add(groundtruth, detections)
+    value = evaluator.evaluate()[metric]
+    return max(float(value), 0.0)   # COCO's -1 (undefined) counts as no quality
+
+
+class SearchLoop:
+    def __init__(self, task: SearchTask, cost_model: CostModel, model_dir: str):
+        self.task = task
+        self.config = task.config
+        self.space = task.space
+        self.cost_model = cost_model
+        self.cost_weights = cost_model.weights_for(self.space)   # fails early on a mismatched model
+        s = self.config.search
+        if s.target_ms <= 0:
+            raise ValueError(f"search.target_ms must be a positive latency in ms, got {s.target_ms}")
+        self.model_dir = model_dir
+        rl_rate = s.rl_learning_rate * self.config.train.batch_size / RL_BATCH_IMAGES
+        self.controller = Controller(self.space, learning_rate=rl_rate, baseline_momentum=s.baseline_momentum)
+        self.checkpoint = tf.train.Checkpoint(model=task.model, optimizer=task.optimizer,
+                                              controller=tf.train.Checkpoint(**self.controller.checkpoint_items()))
+        self.manager = tf.train.CheckpointManager(self.checkpoint, model_dir,
+                                                  max_to_keep=self.config.train.keep_checkpoints,
+                                                  step_counter=task.optimizer.iterations)
+        self.writer = tf.summary.create_file_writer(os.path.join(model_dir, "search"))
+        self.label_map = [{"id": c.id, "name": c.name} for c in task.data.label_map]
+
+    @property
+    def step(self) -> int:
+        return int(self.task.optimizer.iterations.numpy())
+
+    def predicted_ms(self, indices) -> float:
+        return float(self.cost_weights @ self.space.features(indices) + self.cost_model.intercept)
+
+    def expected_ms(self) -> float:
+        return float(self.cost_weights @ self.space.expected_features(self.controller.probabilities())
+                     + self.cost_model.intercept)
+
+    # One step ----------------------------------------------------------------------------------
+    def _sample(self, step: int):
+        """(sampled architectures, what each replica's supernet runs, whether it is a warmup sample)."""
+        s, total = self.config.search, self.config.train.steps
+        probability = warmup_probability(step, total, s.warmup)
+        samples, runs = [], []
+        for replica in range(self.task.strategy.num_replicas_in_sync):
+            rng = np.random.default_rng([s.seed, step, replica])
+            sample = self.controller.sample(rng)
+            samples.append(sample)
+            runs.append(self.controller.warmup_choices(sample, probability, rng))
+        return samples, runs, [run != sample for sample, run in zip(samples, runs)]
+
+    def search_step(self, train_iterator, validation_iterator) -> Dict[str, float]:
+        step, total = self.step, self.config.train.steps
+        s = self.config.search
+        samples, runs, warm = self._sample(step)
+        choices = self.task.per_replica_choices(runs)
+        losses = {k: float(v) for k, v in self.task.train_step_fn()(next(train_iterator), choices).items()}
+        if not all(math.isfinite(v) for v in losses.values()):
+            raise TrainingDivergedError(
+                f"the supernet loss became {losses['total_loss']} at step {step}; the last good checkpoint "
+                f"is {self.manager.latest_checkpoint or '(none yet)'}. Lower train.base_learning_rate.")
+        images, groundtruth = next(validation_iterator)
+        detections = self.task.detect_fn()(images, choices)
+        strategy = self.task.strategy
+        local = strategy.experimental_local_results
+        qualities, costs, rewards = [], [], []
+        for r, (gt, det) in enumerate(zip(local(groundtruth), local(detections))):
+            quality = minibatch_quality({k: np.asarray(v) for k, v in gt.items()},
+                                        {k: np.asarray(v) for k, v in det.items()}, self.label_map,
+                                        s.quality_metric)
+            cost = self.predicted_ms(samples[r])
+            qualities.append(quality)
+            costs.append(cost)
+            rewards.append(absolute_reward(quality, cost, s.target_ms, s.reward_beta))
+        learning_rate = rl_learning_rate(step, total, self.controller.base_learning_rate, s.rl_delay, s.rl_boost)
+        learn = [r for r in range(len(samples)) if not warm[r]]
+        update = {}
+        if learning_rate > 0 and learn:
+            update = self.controller.update([samples[r] for r in learn], [rewards[r] for r in learn],
+                                            learning_rate)
+        return {**losses, "quality": float(np.mean(qualities)), "cost_ms": float(np.mean(costs)),
+                "reward": float(np.mean(rewards)), "rl_learning_rate": learning_rate,
+                "warmup_share": float(np.mean(warm)), **update}
+
+    # The loop ----------------------------------------------------------------------------------
+    def restore(self) -> Optional[str]:
+        latest = self.manager.restore_or_initialize()
+        if latest:
+            c = self.controller
+            logging.info("Resumed the search from %s at step %d: controller after %d updates, baseline %s, "
+                         "entropy %.4f, logits %s", latest, self.step, int(c.updates.numpy()),
+                         c.baseline_value(), c.entropy(), [l.numpy().round(4).tolist() for l in c.logits])
+        return latest
+
+    def run(self) -> SearchResult:
+        train = self.config.train
+        self.restore()
+        train_iterator = iter(self.task.distributed_train_dataset())
+        validation_iterator = iter(self.task.distributed_validation_dataset())
+        start_step, start_time = self.step, time.time()
+        window: List[Dict[str, float]] = []
+        while self.step < train.steps:
+            window.append(self.search_step(train_iterator, validation_iterator))
+            step = self.step
+            if step % train.log_every == 0 or step >= train.steps:
+                self._log(window, start_step, start_time)
+                window = []
+            if step % train.checkpoint_every == 0 or step >= train.steps:
+                self.manager.save(checkpoint_number=step)
+        self.writer.flush()
+        return self.write_result()
+
+    def _log(self, window: List[Dict[str, float]], start_step: int, start_time: float) -> None:
+        step, total = self.step, self.config.train.steps
+        means = {k: float(np.mean([w[k] for w in window if k in w])) for k in window[-1]}
+        rate = (step - start_step) / max(time.time() - start_time, 1e-9)
+        expected, entropy = self.expected_ms(), self.controller.entropy()
+        logging.info("step %d/%d  loss %.4f  Q %.3f  cost %.2f ms (expected %.2f, target %.2f)  reward %.4f  "
+                     "entropy %.2f  %.2f steps/s  ETA %s", step, total, means["total_loss"], means["quality"],
+                     means["cost_ms"], expected, self.config.search.target_ms, means["reward"], entropy,
+                     rate, format_duration((total - step) / max(rate, 1e-9)))
+        with self.writer.as_default():
+            for key, value in means.items():
+                tf.summary.scalar(f"search/{key}", value, step=step)
+            tf.summary.scalar("search/expected_cost_ms", expected, step=step)
+            tf.summary.scalar("search/entropy", entropy, step=step)
+            tf.summary.scalar("search/learning_rate", float(self.task.learning_rate(step)), step=step)
+            for decision, probabilities in zip(self.space.decisions, self.controller.probabilities()):
+                for label, p in zip(decision.labels, probabilities):
+                    tf.summary.scalar(f"probabilities/{decision.tag}/{label}", p, step=step)
+
+    def write_result(self) -> SearchResult:
+        """The argmax architecture as an ArchSpec file and a JSON record with its predicted latency."""
+        indices = self.controller.argmax()
+        predicted = self.predicted_ms(indices)
+        s = self.config.search
+        arch = self.space.to_arch_spec(
+            indices, name=f"searched_{self.space.name}_{self.space.platform}",
+            description=f"TuNAS search over {self.space.tag}, target {s.target_ms:g} ms, predicted "
+                        f"{predicted:.2f} ms ({self.cost_model.describe()})")
+        arch_path = os.path.join(self.model_dir, "searched_arch.yaml")
+        arch.save(arch_path)
+        record = json.loads(self.space.to_json(indices))
+        record.update(predicted_ms=predicted, target_ms=s.target_ms, step=self.step,
+                      cost_model=self.cost_model.describe(),
+                      probabilities={d.tag: dict(zip(d.labels, map(float, p)))
+                                     for d, p in zip(self.space.decisions, self.controller.probabilities())})
+        json_path = os.path.join(self.model_dir, "searched_arch.json")
+        write_text_atomically(json_path, json.dumps(record, indent=2) + "\n")
+        return SearchResult(indices, predicted, arch_path, json_path)

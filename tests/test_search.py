@@ -1,0 +1,165 @@
+"""mobiledets-search end to end on the tiny built-in dataset: the search runs, writes an ArchSpec that
+lies in the space with its predicted latency, logs its curves, resumes after SIGKILL with the
+controller's logits and baseline intact, and rejects bad input with clear messages. The cost model
+here is fitted on synthetic latencies (real measurements: test_latency_data.py)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import run_binary, tiny_config_yaml
+from mobiledets_tf.arch import load_arch
+from mobiledets_tf.search.cost_model import CostModel, fit
+from mobiledets_tf.search.space import load_space
+
+# A small space keeps the supernet quick to compile: 4 searchable layers of 4 ops over a MobileDet-like
+# skeleton (the shipped spaces have 19-30 decisions of up to 12 ops; test_supernet.py covers them).
+SMALL_SPACE = """
+description: a small space for search tests
+skeletons:
+  small:
+    - {stride: 2, filters: 16, ops: [{type: conv, kernel: 3}]}
+    - {stride: 1, filters: 8, ops: [{type: ibn, kernel: 3, expansion: 1}], endpoint: C1}
+    - {stride: 2, filters: 16, endpoint: C2}
+    - {stride: 2, filters: 24, layers: 2, endpoint: C3}
+    - {stride: 2, filters: 40, ops: [{type: ibn, kernel: 3, expansion: 4}]}
+    - {stride: 1, filters: 48, endpoint: C4}
+    - {stride: 2, filters: 64, ops: [{type: ibn, kernel: 3, expansion: 4}], endpoint: C5}
+spaces:
+  small:
+    ops:
+      body:
+        - {type: ibn, kernel: [3, 5], expansion: 4}
+        - {type: fused, kernel: 3, expansion: 4}
+        - {type: tucker, kernel: 3, input_rank_ratio: 0.25, output_rank_ratio: 0.75}
+platforms:
+  edgetpu: {skeleton: small, activation: relu6}
+"""
+
+
+@pytest.fixture(scope="module")
+def space_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("space") / "small.yaml"
+    path.write_text(SMALL_SPACE)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def cost_model_path(space_path, tmp_path_factory):
+    """A linear cost model of the small space fitted on synthetic latencies."""
+    space = load_space(space_path, "edgetpu")
+    rng = np.random.default_rng(0)
+    weights = rng.uniform(0.0, 3.0, space.num_features)
+    rows = []
+    for r in range(100):
+        indices = space.sample(rng)
+        rows.append({"row": r, "indices": indices, "latency_ms": float(weights @ space.features(indices) + 10)})
+    model = fit(space, rows, {"space": "small", "platform": "edgetpu", "skeleton": space.skeleton,
+                              "space_source": space_path, "precision": "float32", "input_size": 320})
+    path = str(tmp_path_factory.mktemp("cost") / "cost.json")
+    model.save(path)
+    return path
+
+
+def search_config(tmp_path, steps, space_path, **search):
+    values = {"space": space_path, "platform": "edgetpu", "validation_batch_multiple": 2, **search}
+    text = tiny_config_yaml(steps=steps, checkpoint_every=4, log_every=2, batch_size=4)
+    text += "search: {" + ", ".join(f"{k}: {v}" for k, v in values.items()) + "}\n"
+    path = tmp_path / "search.yaml"
+    path.write_text(text)
+    return path
+
+
+def checkpoint_controller(path):
+    reader = tf.train.load_checkpoint(path)
+    names = reader.get_variable_to_shape_map()
+    logits = sorted((n for n in names if n.startswith("controller/logits/") and "OPTIMIZER" not in n),
+                    key=lambda n: int(n.split("/")[2]))
+    return ([reader.get_tensor(n) for n in logits], float(reader.get_tensor("controller/baseline/.ATTRIBUTES/VARIABLE_VALUE")),
+            int(reader.get_tensor("controller/updates/.ATTRIBUTES/VARIABLE_VALUE")))
+
+
+@pytest.mark.slow
+def test_search_writes_an_architecture_of_the_space(tiny_data_dir, space_path, cost_model_path, tmp_path):
+    model_dir = tmp_path / "search"
+    cost = CostModel.load(cost_model_path)
+    space = load_space(space_path, "edgetpu")
+    target = float(cost.expected(space, [np.full(len(d.choices), 1 / len(d.choices)) for d in space.decisions]))
+    run = run_binary("search", f"--config={search_config(tmp_path, 8, space_path, rl_delay=0.25, warmup=0.25)}",
+                     f"--model_dir={model_dir}", f"--cost_model={cost_model_path}", f"--target_ms={target}")
+    assert "searched architecture:" in run.stdout
+    arch = load_arch(str(model_dir / "searched_arch.yaml"))
+    record = json.loads((model_dir / "searched_arch.json").read_text())
+    indices = space.indices_of(arch)
+    assert record["indices"] == indices and record["step"] == 8
+    assert record["predicted_ms"] == pytest.approx(cost.predict(space, indices), rel=1e-9)
+    assert set(record["probabilities"]) == {d.tag for d in space.decisions}
+    assert "step 8/8" in run.stderr and "Q " in run.stderr and "expected" in run.stderr
+    tags = set()
+    for event_file in (model_dir / "search").iterdir():
+        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+            tags |= {v.tag for v in event.summary.value}
+    assert {"search/quality", "search/cost_ms", "search/reward", "search/expected_cost_ms",
+            "search/total_loss"} <= tags
+    assert any(t.startswith("probabilities/layer") for t in tags)
+    # The controller learned after the RL delay (2 of 8 steps): its logits left zero.
+    logits, _, updates = checkpoint_controller(str(model_dir / "ckpt-8"))
+    assert updates == 6 and any(np.abs(l).max() > 0 for l in logits)
+
+    # The searched architecture trains with mobiledets-train as it is.
+    trained = run_binary("train", f"--config={search_config(tmp_path, 2, space_path)}", f"--arch={model_dir / 'searched_arch.yaml'}",
+                         f"--model_dir={tmp_path / 'train'}")
+    assert (tmp_path / "train" / "ckpt-2.index").exists(), trained.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_sigkill_resumes_with_the_controller_intact(tiny_data_dir, space_path, cost_model_path, tmp_path):
+    model_dir = tmp_path / "search"
+    config = search_config(tmp_path, 40, space_path, rl_delay=0.1, warmup=0.1, rl_learning_rate=0.5)
+    command = [sys.executable, "-m", "mobiledets_tf.bin.search", f"--config={config}", f"--model_dir={model_dir}",
+               f"--cost_model={cost_model_path}", "--target_ms=30"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and not (model_dir / "ckpt-12.index").exists():
+        assert process.poll() is None, process.stderr.read()[-3000:]
+        time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    latest = tf.train.latest_checkpoint(str(model_dir))
+    step = int(latest.rsplit("-", 1)[1])
+    assert 12 <= step < 40
+    logits, baseline, updates = checkpoint_controller(latest)
+    assert updates > 0 and any(np.abs(l).max() > 0 for l in logits)
+
+    resumed = run_binary("search", f"--config={config}", f"--model_dir={model_dir}",
+                         f"--cost_model={cost_model_path}", "--target_ms=30")
+    line = next(l for l in resumed.stderr.splitlines() if "Resumed the search from" in l)
+    assert f"ckpt-{step} at step {step}: controller after {updates} updates" in line
+    restored_baseline = baseline / (1 - 0.95 ** updates)
+    assert f"baseline {restored_baseline}" in line
+    assert str([np.round(l, 4).tolist() for l in logits]) in line
+    assert json.loads((model_dir / "searched_arch.json").read_text())["step"] == 40
+
+
+def test_bad_input_is_named(tiny_data_dir, space_path, cost_model_path, tmp_path):
+    config = search_config(tmp_path, 2, space_path)
+    no_model = run_binary("search", f"--config={config}", f"--model_dir={tmp_path / 's'}", check=False)
+    assert no_model.returncode != 0 and "give --cost_model=FILE" in no_model.stderr
+    no_target = run_binary("search", f"--config={config}", f"--model_dir={tmp_path / 's'}",
+                           f"--cost_model={cost_model_path}", check=False)
+    assert no_target.returncode != 0 and "search.target_ms must be a positive latency" in no_target.stderr
+    other_space = run_binary("search", f"--config={config}", f"--model_dir={tmp_path / 's'}",
+                             "--space=ibn_fused_tucker", "--platform=cpu", f"--cost_model={cost_model_path}",
+                             "--target_ms=20", check=False)
+    assert other_space.returncode != 0 and "does not know" in other_space.stderr
+    bad_metric = run_binary("search", f"--config={config}", f"--model_dir={tmp_path / 's'}",
+                            f"--cost_model={cost_model_path}", "--target_ms=20",
+                            "--override=search.quality_metric=mAP", check=False)
+    assert bad_metric.returncode != 0 and "search.quality_metric must be one of" in bad_metric.stderr
+    assert not os.path.exists(tmp_path / "s" / "searched_arch.yaml")

@@ -116,6 +116,16 @@ def test_search_writes_an_architecture_of_the_space(tiny_data_dir, space_path, c
     trained = run_binary("train", f"--config={search_config(tmp_path, 2, space_path)}", f"--arch={model_dir / 'searched_arch.yaml'}",
                          f"--model_dir={tmp_path / 'train'}")
     assert (tmp_path / "train" / "ckpt-2.index").exists(), trained.stderr[-2000:]
+    # ... exports to int8 and is timed by the benchmark harness.
+    out = tmp_path / "export"
+    run_binary("export", f"--model_dir={tmp_path / 'train'}", f"--output_dir={out}", "--precision=int8",
+               "--calibration_images=4", "--nosaved_model")
+    model = out / "searched_small_edgetpu_64_int8.tflite"
+    assert model.exists(), sorted(os.listdir(out))
+    timed = run_binary("benchmark", f"--models={model}", "--num_runs=3", "--warmup_runs=1",
+                       f"--output_dir={tmp_path / 'tables'}", "--name=searched")
+    row = json.loads((tmp_path / "tables" / "searched.json").read_text())["rows"][0]
+    assert row["architecture"] == "searched_small_edgetpu" and row["median_ms"] > 0, timed.stdout
 
 
 @pytest.mark.slow

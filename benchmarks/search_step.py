@@ -169,7 +169,7 @@ def main(argv):
         f"Largest architecture: indices {largest}.\n")
     header = ("# Supernet search step vs standalone training step (measured in one run)\n\n"
               "`benchmarks/search_step.py`: medians over interleaved rounds; the largest architecture takes "
-              "per layer the op with the most multiply-adds. Acceptance: ratio <= 2.\n")
+              "per layer the op with the most multiply-adds. Target: ratio <= 2 (a search step should cost about one sampled model).\n")
     previous = open(RESULTS).read() if os.path.exists(RESULTS) else header
     write_text_atomically(RESULTS, previous + section)
     print(f"appended to {RESULTS}")

@@ -173,3 +173,25 @@ def test_bad_input_is_named(tiny_data_dir, space_path, cost_model_path, tmp_path
                             "--override=search.quality_metric=mAP", check=False)
     assert bad_metric.returncode != 0 and "search.quality_metric must be one of" in bad_metric.stderr
     assert not os.path.exists(tmp_path / "s" / "searched_arch.yaml")
+
+
+def test_random_baseline_samples_near_the_target(tiny_data_dir, space_path, cost_model_path, tmp_path):
+    cost, space = CostModel.load(cost_model_path), load_space(space_path, "edgetpu")
+    uniform = [np.full(len(d.choices), 1 / len(d.choices)) for d in space.decisions]
+    target = cost.expected(space, uniform)
+    out = tmp_path / "random"
+    run = run_binary("search", f"--config={search_config(tmp_path, 2, space_path)}", f"--model_dir={out}",
+                     f"--cost_model={cost_model_path}", f"--target_ms={target}", "--random_baseline=3",
+                     "--random_band=0.1")
+    record = json.loads((out / "random_archs.json").read_text())
+    assert len(record["architectures"]) == 3 and run.stdout.count("predicted") == 3
+    seen = set()
+    for k, entry in enumerate(record["architectures"]):
+        indices = space.indices_of(load_arch(str(out / f"random_arch_{k}.yaml")))
+        assert indices == entry["indices"] and tuple(indices) not in seen
+        seen.add(tuple(indices))
+        assert entry["predicted_ms"] == pytest.approx(cost.predict(space, indices))
+        assert abs(entry["predicted_ms"] / target - 1) <= 0.1
+    impossible = run_binary("search", f"--config={search_config(tmp_path, 2, space_path)}", f"--model_dir={out}",
+                            f"--cost_model={cost_model_path}", "--target_ms=0.5", "--random_baseline=3", check=False)
+    assert impossible.returncode != 0 and "are predicted within 5% of 0.5 ms" in impossible.stderr

@@ -10,8 +10,10 @@ Trains the shared weights of the supernet of --space/--platform and the controll
 losses, quality Q, cost, reward and each decision's probabilities go to `search/`. At the end it
 writes `searched_arch.yaml` (the controller's most likely architecture, an ArchSpec that
 `mobiledets-train --arch=...` accepts) and `searched_arch.json` (its choices, predicted latency and
-the final probabilities).
+the final probabilities). `--random_baseline=N` instead writes N random architectures of the space
+predicted near the target, the baseline a searched architecture is compared with.
 """
+import json
 import os
 import sys
 
@@ -20,6 +22,7 @@ from absl import app, flags, logging
 import mobiledets_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from mobiledets_tf.bin import common
 from mobiledets_tf.config import ConfigError, save_config
+from mobiledets_tf.io_utils import write_text_atomically
 from mobiledets_tf.search.cost_model import CostModel, CostModelError
 from mobiledets_tf.search.space import SearchSpaceError
 from mobiledets_tf.training.loop import TrainingDivergedError
@@ -34,6 +37,10 @@ TARGET_MS = flags.DEFINE_float("target_ms", None, "Shortcut for --override=searc
 STRATEGY = flags.DEFINE_enum("strategy", "default", ["default", "mirrored"],
                              "Distribution strategy: every replica samples its own architecture.")
 CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices.")
+RANDOM_BASELINE = flags.DEFINE_integer(
+    "random_baseline", 0, "Instead of searching, write this many random architectures of the space predicted "
+    "within --random_band of --target_ms (random_arch_K.yaml + random_archs.json), the search's baseline.")
+RANDOM_BAND = flags.DEFINE_float("random_band", 0.05, "Relative latency band of --random_baseline.")
 flags.mark_flag_as_required("model_dir")
 
 
@@ -43,8 +50,33 @@ def shortcut_overrides():
     return [f"{key}={value!r}" for key, value in values if value is not None]
 
 
+def write_random_baseline(config, cost_model) -> None:
+    """Random architectures near the target, as ArchSpec files plus a JSON summary."""
+    from mobiledets_tf.search.random_search import sample_near_target
+    from mobiledets_tf.search.search_task import search_space_of
+
+    space, s = search_space_of(config), config.search
+    if s.target_ms <= 0:
+        raise ConfigError(f"search.target_ms must be a positive latency in ms, got {s.target_ms}")
+    found = sample_near_target(space, cost_model, s.target_ms, RANDOM_BASELINE.value, band=RANDOM_BAND.value,
+                               seed=s.seed)
+    os.makedirs(MODEL_DIR.value, exist_ok=True)
+    records = []
+    for k, (indices, predicted) in enumerate(found):
+        path = os.path.join(MODEL_DIR.value, f"random_arch_{k}.yaml")
+        space.to_arch_spec(indices, name=f"random_{space.name}_{space.platform}_{k}",
+                           description=f"random architecture of {space.tag} predicted at {predicted:.2f} ms "
+                                       f"(target {s.target_ms:g} ms)").save(path)
+        records.append({"path": path, "indices": indices, "predicted_ms": predicted})
+        print(f"{path}: predicted {predicted:.2f} ms")
+    write_text_atomically(os.path.join(MODEL_DIR.value, "random_archs.json"),
+                          json.dumps({"target_ms": s.target_ms, "band": RANDOM_BAND.value,
+                                      "architectures": records}, indent=2) + "\n")
+
+
 def main(argv):
     del argv
+    from mobiledets_tf.search.random_search import NoArchitectureNearTarget
     from mobiledets_tf.search.search_task import SearchTask
     from mobiledets_tf.search.tunas import SearchLoop
 
@@ -53,11 +85,15 @@ def main(argv):
         if not config.search.cost_model:
             raise ConfigError("give --cost_model=FILE (mobiledets-cost-model fit) and --target_ms")
         cost_model = CostModel.load(config.search.cost_model)
+        if RANDOM_BASELINE.value > 0:
+            write_random_baseline(config, cost_model)
+            return
         split_cpu(CPU_DEVICES.value)
         strategy = make_strategy(STRATEGY.value, "")
         task = SearchTask(config, strategy)
         loop = SearchLoop(task, cost_model, MODEL_DIR.value)
-    except (ConfigError, CostModelError, SearchSpaceError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, CostModelError, SearchSpaceError, FileNotFoundError, NoArchitectureNearTarget,
+            ValueError) as e:
         sys.exit(f"mobiledets-search: {e}")
     logging.info("Searching %s (%d decisions, %.3g architectures) for %.2f ms on %d replica(s), global "
                  "batch %d, %d steps; cost model %s", task.space.tag, len(task.space.decisions),

@@ -74,6 +74,8 @@ class TrainConfig(base_config.Config):
     log_every: int = 100
     image_summary_every: int = 5000
     init_checkpoint: str = ""            # float weights to start from (before QAT wrapping)
+    ema_decay: float = 0.0               # > 0: keep a moving average of the weights (e.g. 0.999);
+                                         # evaluation and export then use the averaged weights
     seed: int = 0                        # input order, augmentation and initial weights
 
 

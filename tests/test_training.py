@@ -121,3 +121,35 @@ def test_eval_rejects_unreadable_and_mismatched_checkpoints(config_path, tmp_pat
     run = subprocess.run([sys.executable, "-m", "mobiledets_tf.bin.eval", f"--config={config}",
                           f"--checkpoint={tmp_path / 'missing'}"], capture_output=True, text=True, timeout=600)
     assert run.returncode != 0 and "no checkpoint found" in run.stderr
+
+
+def test_moving_average_of_the_weights_is_checkpointed_and_evaluated(config_path, tmp_path):
+    import numpy as np
+    model_dir = tmp_path / "run"
+    config = config_path(ema_decay=0.9)
+    _train(config, model_dir)
+    assert _checkpoint_steps(model_dir) == [3, 6]
+    assert tf.train.get_checkpoint_state(str(model_dir / "averaged")).model_checkpoint_path.endswith("ckpt-6")
+    raw = tf.train.load_checkpoint(str(model_dir / "ckpt-6"))
+    averaged = tf.train.load_checkpoint(str(model_dir / "averaged" / "ckpt-6"))
+    kernels = [n for n in averaged.get_variable_to_shape_map() if n.startswith("model/") and "kernel" in n]
+    assert kernels and all(n in raw.get_variable_to_shape_map() for n in kernels)
+    # The averaged weights are the optimizer's `average` slots of the training checkpoint, and differ
+    # from the training weights after 6 steps.
+    slots = {n.split("/.OPTIMIZER_SLOT/")[0]: n for n in raw.get_variable_to_shape_map()
+             if n.endswith("/.OPTIMIZER_SLOT/optimizer/average/.ATTRIBUTES/VARIABLE_VALUE")}
+    differ = 0
+    for name in kernels:
+        key = name.rsplit("/.ATTRIBUTES", 1)[0]
+        assert key in slots, (name, sorted(slots)[:3])
+        np.testing.assert_array_equal(averaged.get_tensor(name), raw.get_tensor(slots[key]))
+        differ += not np.allclose(averaged.get_tensor(name), raw.get_tensor(name))
+    assert differ > 0
+
+    evaluation = subprocess.run([sys.executable, "-m", "mobiledets_tf.bin.eval", f"--model_dir={model_dir}"],
+                                capture_output=True, text=True, timeout=600)
+    assert evaluation.returncode == 0 and "Using the moving-average weights" in evaluation.stderr
+    # Training resumes from the training weights, not the averages.
+    resumed = _train(config_path(ema_decay=0.9, steps=9), model_dir)
+    assert "Resumed from" in resumed.stderr and f"{model_dir}/ckpt-6 at step 6" in resumed.stderr
+    assert _checkpoint_steps(model_dir)[-1] == 9 and (model_dir / "averaged" / "ckpt-9.index").exists()

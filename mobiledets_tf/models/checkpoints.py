@@ -1,11 +1,16 @@
 """Finding and restoring detector checkpoints, with errors that say what is wrong.
 
 Training, evaluation and export all restore weights through `restore_weights`, so a missing,
-unreadable or mismatched checkpoint gives the same one-line `CheckpointError` everywhere.
+unreadable or mismatched checkpoint gives the same one-line `CheckpointError` everywhere. A training
+run with a moving average of its weights also writes, next to each checkpoint, the averaged weights
+under `AVERAGED_DIR`; given the run's directory, evaluation and export use those.
 """
 import os
 
 import tensorflow as tf
+from absl import logging
+
+AVERAGED_DIR = "averaged"
 
 
 class CheckpointError(ValueError):
@@ -13,10 +18,16 @@ class CheckpointError(ValueError):
 
 
 def resolve_checkpoint(checkpoint: str) -> str:
-    """A checkpoint prefix (`.../ckpt-2000`) from a prefix or a directory holding checkpoints."""
+    """A checkpoint prefix (`.../ckpt-2000`) from a prefix or a directory holding checkpoints; for a
+    directory, the averaged weights of its latest checkpoint when the run kept them."""
     path = tf.train.latest_checkpoint(checkpoint) if os.path.isdir(checkpoint) else checkpoint
     if not path or not tf.io.gfile.exists(f"{path}.index"):
         raise CheckpointError(f"{checkpoint}: no checkpoint found")
+    if os.path.isdir(checkpoint):
+        averaged = os.path.join(checkpoint, AVERAGED_DIR, os.path.basename(path))
+        if tf.io.gfile.exists(f"{averaged}.index"):
+            logging.info("Using the moving-average weights %s", averaged)
+            return averaged
     return path
 
 

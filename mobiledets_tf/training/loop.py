@@ -18,6 +18,7 @@ import orbit
 import tensorflow as tf
 from absl import logging
 
+from mobiledets_tf.models.checkpoints import AVERAGED_DIR
 from mobiledets_tf.training.strategy import is_chief
 from mobiledets_tf.training.task import LOSS_KEYS, DetectionTask
 
@@ -67,6 +68,11 @@ class TrainingLoop:
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self._checkpoint_dir, max_to_keep=task.config.train.keep_checkpoints,
             step_counter=task.optimizer.iterations)
+        self.averaged_manager = None
+        if task.moving_average is not None:   # the averaged weights, for evaluation and export
+            self.averaged_manager = tf.train.CheckpointManager(
+                tf.train.Checkpoint(model=task.model), os.path.join(self._checkpoint_dir, AVERAGED_DIR),
+                max_to_keep=task.config.train.keep_checkpoints)
         self.image_summary_fn = image_summary_fn
         self.writer = (tf.summary.create_file_writer(os.path.join(model_dir, "train")) if self.chief
                        else tf.summary.create_noop_writer())
@@ -111,6 +117,7 @@ class TrainingLoop:
             self._log(results, num_steps / elapsed, start_step, start_time)
             if self.step % train.checkpoint_every == 0 or self.step >= train.steps:
                 self.manager.save(checkpoint_number=self.step)
+                self._save_averaged()
             if self.image_summary_fn and (
                     self.step // train.image_summary_every > step // train.image_summary_every
                     or self.step >= train.steps):
@@ -122,6 +129,20 @@ class TrainingLoop:
         if not self.chief:
             shutil.rmtree(self._checkpoint_dir, ignore_errors=True)
         return results
+
+    def _save_averaged(self) -> None:
+        """Writes the moving averages as the model's weights (the training weights are put back)."""
+        if self.averaged_manager is None:
+            return
+        average = self.task.moving_average
+        variables = self.task.model.trainable_variables
+        with self.task.strategy.scope():
+            current = [tf.identity(v) for v in variables]
+            for v in variables:
+                v.assign(average.get_slot(v, "average"))
+            self.averaged_manager.save(checkpoint_number=self.step)
+            for v, value in zip(variables, current):
+                v.assign(value)
 
     def _log(self, losses: Dict[str, float], steps_per_second: float, start_step: int, start_time: float):
         train = self.task.config.train

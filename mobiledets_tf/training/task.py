@@ -18,7 +18,7 @@ from mobiledets_tf.detection.losses import num_positives
 from mobiledets_tf.keras import keras
 from mobiledets_tf.layers.defaults import synchronized_batch_norm
 from mobiledets_tf.models.detector import SSDLiteDetector
-from mobiledets_tf.training.optimizer import build_optimizer
+from mobiledets_tf.training.optimizer import build_optimizer, moving_average
 
 LOSS_KEYS = ("total_loss", "classification_loss", "localization_loss", "regularization_loss")
 
@@ -75,6 +75,9 @@ class DetectionTask:
         with strategy.scope(), synchronized_batch_norm(sync):
             self.detector = self.build_detector()
             self.optimizer, self.learning_rate = build_optimizer(config.train)
+            self.moving_average = moving_average(self.optimizer)
+            if self.moving_average is not None:
+                self.moving_average.shadow_copy(self.detector.model)
         self.model = self.detector.model
 
     def build_detector(self):

@@ -14,7 +14,7 @@ ibn_fused_tucker/cpu predicts ibn/cpu architectures): every feature of that spac
 """
 import dataclasses
 import json
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -92,13 +92,18 @@ class CostModel:
         """The weight of each of `space`'s features (in `space.features` order)."""
         return self.weights[self._positions(space)]
 
+    def predictor(self, space: SearchSpace) -> Callable[[Sequence[int]], float]:
+        """A fast `indices -> predicted ms` for many architectures of `space` (weights looked up once)."""
+        weights = self.weights_for(space)
+        return lambda indices: float(weights @ space.features(indices) + self.intercept)
+
     def predict(self, space: SearchSpace, indices: Sequence[int]) -> float:
         """Predicted latency (ms) of one architecture of `space`."""
-        return float(self.weights_for(space) @ space.features(indices) + self.intercept)
+        return self.predictor(space)(indices)
 
     def predict_many(self, space: SearchSpace, indices_list: Sequence[Sequence[int]]) -> np.ndarray:
-        weights = self.weights_for(space)
-        return np.array([weights @ space.features(i) + self.intercept for i in indices_list])
+        predict = self.predictor(space)
+        return np.array([predict(i) for i in indices_list])
 
     def expected(self, space: SearchSpace, probabilities: Sequence[Sequence[float]]) -> float:
         """Expected latency (ms) under independent per-decision choice probabilities (exact)."""

@@ -22,12 +22,12 @@ def sample_near_target(space: SearchSpace, cost_model: CostModel, target_ms: flo
     """`num` distinct (indices, predicted ms) with |predicted / target - 1| <= band."""
     if target_ms <= 0 or band <= 0 or num < 1:
         raise ValueError(f"need target_ms > 0, band > 0 and num >= 1, got {target_ms}, {band}, {num}")
-    weights = cost_model.weights_for(space)
+    predict = cost_model.predictor(space)
     rng = np.random.default_rng(seed)
     found, seen = [], set()
     for _ in range(max_draws):
         indices = space.sample(rng)
-        predicted = float(weights @ space.features(indices) + cost_model.intercept)
+        predicted = predict(indices)
         if abs(predicted / target_ms - 1) <= band and tuple(indices) not in seen:
             seen.add(tuple(indices))
             found.append((indices, predicted))

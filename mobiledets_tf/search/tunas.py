@@ -62,7 +62,7 @@ class SearchLoop:
         self.config = task.config
         self.space = task.space
         self.cost_model = cost_model
-        self.cost_weights = cost_model.weights_for(self.space)   # fails early on a mismatched model
+        self.predicted_ms = cost_model.predictor(self.space)   # fails early on a mismatched model
         s = self.config.search
         if s.target_ms <= 0:
             raise ValueError(f"search.target_ms must be a positive latency in ms, got {s.target_ms}")
@@ -81,12 +81,8 @@ class SearchLoop:
     def step(self) -> int:
         return int(self.task.optimizer.iterations.numpy())
 
-    def predicted_ms(self, indices) -> float:
-        return float(self.cost_weights @ self.space.features(indices) + self.cost_model.intercept)
-
     def expected_ms(self) -> float:
-        return float(self.cost_weights @ self.space.expected_features(self.controller.probabilities())
-                     + self.cost_model.intercept)
+        return self.cost_model.expected(self.space, self.controller.probabilities())
 
     # One step ----------------------------------------------------------------------------------
     def _sample(self, step: int):

@@ -87,6 +87,34 @@ def test_noise_free_data_is_fitted_exactly():
     assert np.allclose(model.predict_many(space, fresh), truth, rtol=1e-4)
 
 
+def test_pooling_needs_fewer_architectures_and_folds_into_the_one_hot_weights():
+    """Latency shaped like a real backbone (an op costs about the same in the layers of a stage, and
+    ops differ consistently everywhere): from 100 architectures, the pooled fit generalises much
+    better than the plain one-hot ridge, and both are linear in the same one-hot features."""
+    space = SETTINGS.load_space()
+    membership, pool_names = space.feature_pools()
+    assert membership.shape == (space.num_features, len(pool_names))
+    assert np.all(membership.sum(axis=1) == 2)            # one stage pool and one op pool each
+    assert any(n.startswith("any layer op=") for n in pool_names)
+    rng = np.random.default_rng(5)
+    pool_costs = rng.uniform(0.0, 2.0, len(pool_names))
+    true_weights = membership @ pool_costs * rng.uniform(0.9, 1.1, space.num_features)
+    rows = []
+    for r in range(150):
+        indices = space.sample(rng)
+        latency = (true_weights @ space.features(indices) + 8.0) * (1 + 0.01 * rng.normal())
+        rows.append({"row": r, "indices": indices, "latency_ms": latency})
+    train, held = rows[:100], rows[100:]
+    pooled, plain = fit(space, train, {}), fit(space, train, {}, pooling=False)
+    assert pooled.pooling and not plain.pooling
+    pooled_metrics, plain_metrics = evaluate(pooled, space, held), evaluate(plain, space, held)
+    assert pooled_metrics.within_10 >= 0.95 > plain_metrics.within_10
+    assert pooled_metrics.mape < 0.6 * plain_metrics.mape
+    # The saved weights are per one-hot feature: prediction = weights . features + intercept.
+    indices = held[0]["indices"]
+    assert pooled.predict(space, indices) == pytest.approx(pooled.weights @ space.features(indices) + pooled.intercept)
+
+
 def test_file_round_trip_expected_latency_and_sub_spaces(tmp_path):
     space, _ = synthetic_dataset(tmp_path / "d.jsonl")
     header, rows = read_rows(tmp_path / "d.jsonl")

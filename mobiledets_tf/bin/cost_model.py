@@ -28,6 +28,9 @@ OUTPUT = flags.DEFINE_string("output", None, "fit: the cost model file to write 
 MODEL = flags.DEFINE_string("model", None, "eval / predict: a cost model file.")
 HOLDOUT = flags.DEFINE_integer("holdout", 50, "fit: architectures kept aside to evaluate the fit.")
 RIDGE = flags.DEFINE_float("ridge", None, "fit: ridge strength (default: chosen by 5-fold cross-validation).")
+POOLING = flags.DEFINE_bool(
+    "pooling", True, "fit: shrink each layer's op cost towards the same op in its stage and in the whole "
+    "backbone (fewer architectures needed); --nopooling fits the plain one-hot ridge model.")
 SEED = flags.DEFINE_integer("seed", 0, "fit: which architectures are held out.")
 ARCH = flags.DEFINE_string("arch", None, "predict: an ArchSpec name or file.")
 PLOT = flags.DEFINE_bool("plot", True, "fit / eval: write a predicted-vs-measured PNG.")
@@ -60,10 +63,12 @@ def run_fit():
     header, rows = load_datasets(DATA.value)
     space = space_of(header)
     train_rows, held_rows = split_holdout(rows, HOLDOUT.value, SEED.value)
-    model = fit(space, train_rows, measured_with(header, rows), ridge=RIDGE.value, seed=SEED.value)
+    model = fit(space, train_rows, measured_with(header, rows), ridge=RIDGE.value, seed=SEED.value,
+                pooling=POOLING.value)
     errors = len(rows) - len(train_rows) - len(held_rows)
     print(f"{model.describe()}\n{space.num_features} features; fitted on {len(train_rows)} architectures, "
-          f"{len(held_rows)} held out, {errors} rows without a latency skipped; ridge {model.ridge:g}")
+          f"{len(held_rows)} held out, {errors} rows without a latency skipped; ridge {model.ridge:g}"
+          f"{', pooled' if model.pooling else ''}")
     print_metrics("training fit", model.metrics_of("train"))
     groups = [("train", model.predict_many(space, [r["indices"] for r in train_rows]),
                [r["latency_ms"] for r in train_rows])]

@@ -74,6 +74,7 @@ class CostModel:
     intercept: float
     ridge: float
     num_train: int
+    pooling: bool = False
     metrics: Dict[str, Dict] = dataclasses.field(default_factory=dict)   # e.g. {"holdout": FitMetrics dict}
 
     # Prediction --------------------------------------------------------------------------------
@@ -125,7 +126,7 @@ class CostModel:
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, "measured_with": self.measured_with,
                            "intercept": self.intercept, "ridge": self.ridge, "num_train": self.num_train,
-                           "metrics": self.metrics,
+                           "pooling": self.pooling, "metrics": self.metrics,
                            "weights": {n: float(w) for n, w in zip(self.feature_names, self.weights)}},
                           indent=1)
 
@@ -148,7 +149,8 @@ class CostModel:
             return cls(measured_with=data["measured_with"], feature_names=list(weights),
                        weights=np.array(list(weights.values()), dtype=np.float64),
                        intercept=float(data["intercept"]), ridge=float(data["ridge"]),
-                       num_train=int(data["num_train"]), metrics=data.get("metrics", {}))
+                       num_train=int(data["num_train"]), pooling=bool(data.get("pooling", False)),
+                       metrics=data.get("metrics", {}))
         except (KeyError, TypeError, ValueError) as e:
             raise CostModelError(f"{path}: malformed cost model ({type(e).__name__}: {e})") from None
 
@@ -208,16 +210,27 @@ def split_holdout(rows: Sequence[Dict], holdout: int, seed: int = 0) -> Tuple[Li
 
 
 def fit(space: SearchSpace, rows: Sequence[Dict], measured_with: Dict, ridge: Optional[float] = None,
-        seed: int = 0) -> CostModel:
-    """The cost model fitted on `rows` (ridge chosen by cross-validation unless given)."""
+        seed: int = 0, pooling: bool = True) -> CostModel:
+    """The cost model fitted on `rows` (ridge chosen by cross-validation unless given).
+
+    With `pooling`, the regression also gets one coefficient per pool of `SearchSpace.feature_pools`
+    (a setting shared by the layers of a stage, an op shared by all layers); the ridge then shrinks
+    each layer's own coefficient towards the pooled ones instead of towards zero, which needs far
+    fewer measured architectures. The pooled coefficients are folded back into the per-feature
+    weights, so the saved model is the same linear function of the one-hot features.
+    """
     features, latencies = design_matrix(space, rows)
     if len(latencies) < 10:
         raise CostModelError(f"{len(latencies)} measured architectures are too few to fit a cost model")
+    membership = space.feature_pools()[0] if pooling else np.zeros((features.shape[1], 0))
+    design = np.hstack([features, features @ membership])
     if ridge is None:
-        ridge = choose_ridge(features, latencies, seed=seed)
-    weights, intercept = _solve(features, latencies, ridge)
+        ridge = choose_ridge(design, latencies, seed=seed)
+    coefficients, intercept = _solve(design, latencies, ridge)
+    weights = coefficients[:features.shape[1]] + membership @ coefficients[features.shape[1]:]
     model = CostModel(measured_with=dict(measured_with), feature_names=space.feature_names(),
-                      weights=weights, intercept=intercept, ridge=ridge, num_train=len(latencies))
+                      weights=weights, intercept=intercept, ridge=ridge, num_train=len(latencies),
+                      pooling=pooling)
     model.record_metrics("train", FitMetrics.of(features @ weights + intercept, latencies))
     return model
 

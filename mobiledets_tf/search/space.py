@@ -571,9 +571,8 @@ class SearchSpace:
         parts = [functools.reduce(np.kron, [probs[d] for d in decisions]) for _, decisions in self._groups]
         return np.concatenate(parts) if parts else np.zeros(0)
 
-    def feature_names(self) -> List[str]:
-        """A readable name per feature, e.g. `layer7 in=40 out=72 op=ibn k3 e4`."""
-        names = []
+    def _feature_settings(self):
+        """Yields (layer, {"in"/"out"/"op": value}) per feature, in `features` order."""
         for layer, decisions in self._groups:
             roles = {}
             for role, d in (("in", layer.input_width_decision), ("out", layer.width_decision),
@@ -581,10 +580,34 @@ class SearchSpace:
                 if d is not None:
                     roles[d] = f"{roles[d]}={role}" if d in roles else role
             for combination in itertools.product(*(self.decisions[d].choices for d in decisions)):
-                names.append(f"layer{layer.index} " + " ".join(
-                    f"{roles[d]}={c.filters if isinstance(c, WidthChoice) else c.label}"
-                    for d, c in zip(decisions, combination)))
-        return names
+                yield layer, {roles[d]: (c.filters if isinstance(c, WidthChoice) else c.label)
+                              for d, c in zip(decisions, combination)}
+
+    def feature_names(self) -> List[str]:
+        """A readable name per feature, e.g. `layer7 in=40 out=72 op=ibn k3 e4`."""
+        return [f"layer{layer.index} " + " ".join(f"{role}={value}" for role, value in setting.items())
+                for layer, setting in self._feature_settings()]
+
+    def feature_pools(self) -> Tuple[np.ndarray, List[str]]:
+        """(membership [F, K], pool names): features that share a configuration across layers.
+
+        A feature belongs to two pools: the same setting (op, widths) in the layers of its stage that
+        have the same shortcut status (same resolution, same block), and the same op anywhere in the
+        backbone. Cost models use them to shrink each layer's cost towards what its neighbours share.
+        """
+        keys = []
+        for layer, setting in self._feature_settings():
+            shared = " ".join(f"{role}={value}" for role, value in setting.items())
+            op = setting.get("op", layer.ops[0].label)
+            keys.append((f"stage{layer.stage}{' inner' if layer.may_be_residual else ''} {shared}",
+                         f"any layer op={op}"))
+        names = sorted({k for pair in keys for k in pair})
+        column = {name: i for i, name in enumerate(names)}
+        membership = np.zeros((len(keys), len(names)))
+        for row, pair in enumerate(keys):
+            for key in pair:
+                membership[row, column[key]] = 1.0
+        return membership, names
 
 
 # Loading ------------------------------------------------------------------------------------------

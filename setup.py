@@ -37,6 +37,7 @@ setup(
             "mobiledets-latency-data=mobiledets_tf.bin.latency_data:run",
             "mobiledets-cost-model=mobiledets_tf.bin.cost_model:run",
             "mobiledets-search=mobiledets_tf.bin.search:run",
+            "mobiledets-quickstart=mobiledets_tf.bin.quickstart:run",
         ],
     },
 )

@@ -4,6 +4,9 @@
 input width, output width and op; `SearchSpace.features`). Fitting is ridge regression that
 minimises the squared *relative* error (each row weighted by 1 / latency^2, since the targets are
 stated in percent), with the ridge strength chosen by k-fold cross-validation on the training rows.
+By default the ridge is pooled: each layer's coefficient is shrunk towards coefficients shared by the
+same setting in its stage and by the same op in the whole backbone (`SearchSpace.feature_pools`), and
+those are folded back into the per-feature weights.
 Because the model is linear, the controller's expected latency is exact: `w . E[f] + b`
 (`SearchSpace.expected_features`).
 

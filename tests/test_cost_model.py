@@ -19,15 +19,15 @@ from mobiledets_tf.search.space import load_space
 SETTINGS = CollectionSettings(space="ibn_fused_tucker", platform="cpu")
 
 
-def synthetic_dataset(path, num=300, noise=0.01, seed=0):
+def synthetic_dataset(path, num=300, noise=0.01, seed=0, settings=SETTINGS):
     """A latency dataset file whose latencies are true_w . f + 12 ms, times (1 + noise * N(0, 1))."""
-    space = SETTINGS.load_space()
+    space = settings.load_space()
     rng = np.random.default_rng(seed)
     true_weights = rng.uniform(0.0, 4.0, space.num_features)
     with open(path, "w") as f:
-        f.write(json.dumps({**SETTINGS.header(space), "context": {}}) + "\n")
+        f.write(json.dumps({**settings.header(space), "context": {}}) + "\n")
         for r in range(num):
-            indices = sample_row(space, SETTINGS.seed, r)
+            indices = sample_row(space, settings.seed, r)
             latency = (true_weights @ space.features(indices) + 12.0) * (1 + noise * rng.normal())
             f.write(json.dumps({"row": r, "indices": indices, "device": "test CPU", "latency_ms": latency,
                                 "error": None}) + "\n")
@@ -182,6 +182,38 @@ def test_binary_fit_eval_predict(tmp_path):
     outside = run_binary("cost_model", "predict", f"--model={model_path}", "--arch=mobiledet_edgetpu", check=False)
     assert outside.returncode != 0 and "mobiledets-cost-model predict:" in outside.stderr
     usage = run_binary("cost_model", "train", check=False)
-    assert usage.returncode != 0 and "usage: mobiledets-cost-model {fit|eval|predict}" in usage.stderr
+    assert usage.returncode != 0 and "usage: mobiledets-cost-model {fit|eval|predict|measure}" in usage.stderr
     no_output = run_binary("cost_model", "fit", f"--data={tmp_path / 'd.jsonl'}", check=False)
     assert "give --output=FILE.json" in no_output.stderr
+
+
+def test_binary_measure_times_architectures_as_the_data_was(tmp_path):
+    """`measure` exports ArchSpecs with the model's settings (here 96x96, 3 classes), times them with
+    the local backend and prints measured vs predicted; a different backend is refused."""
+    import dataclasses
+
+    from mobiledets_tf.tflite_runtime import load_interpreter
+
+    settings = dataclasses.replace(SETTINGS, input_size=96, num_classes=3)
+    space, _ = synthetic_dataset(tmp_path / "d.jsonl", num=60, settings=settings)
+    run_binary("cost_model", "fit", f"--data={tmp_path / 'd.jsonl'}", "--holdout=10",
+               f"--output={tmp_path / 'cost.json'}", "--noplot")
+    sampled = space.to_arch_spec(space.sample(np.random.default_rng(7)), name="sampled")
+    sampled.save(str(tmp_path / "sampled.json"))
+    measured = run_binary("cost_model", "measure", f"--model={tmp_path / 'cost.json'}",
+                          f"--arch=mobiledet_cpu,{tmp_path / 'sampled.json'}", f"--work_dir={tmp_path / 'models'}",
+                          "--num_runs=3", "--warmup_runs=1", "--rounds=1",
+                          f"--measure_output={tmp_path / 'measured.json'}")
+    results = {r["arch"]: r for r in json.loads((tmp_path / "measured.json").read_text())}
+    model = CostModel.load(str(tmp_path / "cost.json"))
+    for name, arch in (("mobiledet_cpu", load_arch("mobiledet_cpu")), ("sampled", sampled)):
+        result = results[name]
+        assert result["error"] is None and result["measured_ms"] > 0
+        assert result["predicted_ms"] == pytest.approx(model.predict(space, space.indices_of(arch)))
+        assert f"{name}: measured {result['measured_ms']:.2f} ms, predicted {result['predicted_ms']:.2f} ms" in measured.stdout
+        interpreter = load_interpreter(str(tmp_path / "models" / f"{name}.tflite"))
+        assert list(interpreter.get_input_details()[0]["shape"]) == [1, 96, 96, 3]
+
+    other_backend = run_binary("cost_model", "measure", f"--model={tmp_path / 'cost.json'}", "--arch=mobiledet_cpu",
+                               "--backend=adb", check=False)
+    assert other_backend.returncode != 0 and "measured with backend local" in other_backend.stderr

@@ -3,26 +3,38 @@
     mobiledets-cost-model fit --data=runs/latency/cpu.jsonl --holdout=50 --output=runs/latency/cpu_cost.json
     mobiledets-cost-model eval --model=runs/latency/cpu_cost.json --data=runs/latency/more.jsonl
     mobiledets-cost-model predict --model=configs/cost_models/ibn_fused_tucker_cpu.json --arch=mobiledet_cpu
+    mobiledets-cost-model measure --model=configs/cost_models/ibn_fused_tucker_cpu.json \
+        --arch=runs/search/searched_arch.yaml,mobiledet_cpu --cpus=1
 
 `fit` pools one or more latency datasets (mobiledets-latency-data) measured with the same settings,
 keeps --holdout random architectures aside, fits on the rest and reports the held-out mean absolute
 percentage error, R^2, Kendall tau and the share predicted within +-10% (also written into the model
 file), with a predicted-vs-measured plot next to --output. `eval` scores a model on other data;
-`predict` gives the predicted latency of an ArchSpec (a name or a file) that lies in the model's space.
+`predict` gives the predicted latency of ArchSpecs (names or files) that lie in the model's space;
+`measure` also exports and times them exactly as the model's latency data was measured (precision,
+input size, classes, backend, target, threads, rounds from the model file; the device flags
+--cpus, --serials, ... from the command line) and prints the prediction error.
 """
+import json
+import contextlib
 import os
 import sys
+import tempfile
 
 from absl import app, flags
 
 from mobiledets_tf.arch import load_arch
+from mobiledets_tf.benchmark.adb import AdbError
+from mobiledets_tf.bin.benchmark_flags import backend_flag, benchmark_options_from_flags, define_benchmark_flags
+from mobiledets_tf.export.edgetpu import CompilerNotFoundError
+from mobiledets_tf.io_utils import write_text_atomically
 from mobiledets_tf.search.cost_model import (CostModel, CostModelError, check_compatible, evaluate, fit,
                                              measured_with, split_holdout)
 from mobiledets_tf.search.cost_model_plot import plot_predictions
-from mobiledets_tf.search.latency_data import read_dataset
+from mobiledets_tf.search.latency_data import CollectionSettings, measure_architectures, read_dataset
 from mobiledets_tf.search.space import SearchSpaceError, load_space
 
-COMMANDS = ("fit", "eval", "predict")
+COMMANDS = ("fit", "eval", "predict", "measure")
 DATA = flags.DEFINE_list("data", [], "Latency datasets (JSONL from mobiledets-latency-data).")
 OUTPUT = flags.DEFINE_string("output", None, "fit: the cost model file to write (JSON).")
 MODEL = flags.DEFINE_string("model", None, "eval / predict: a cost model file.")
@@ -32,7 +44,12 @@ POOLING = flags.DEFINE_bool(
     "pooling", True, "fit: shrink each layer's op cost towards the same op in its stage and in the whole "
     "backbone (fewer architectures needed); --nopooling fits the plain one-hot ridge model.")
 SEED = flags.DEFINE_integer("seed", 0, "fit: which architectures are held out.")
-ARCH = flags.DEFINE_string("arch", None, "predict: an ArchSpec name or file.")
+ARCH = flags.DEFINE_list("arch", [], "predict / measure: ArchSpec names or files, comma-separated.")
+WORK_DIR = flags.DEFINE_string("work_dir", None, "measure: where the exported models go "
+                               "(default: a temporary folder, removed afterwards).")
+ROUNDS = flags.DEFINE_integer("rounds", 2, "measure: interleaved passes over the models, samples pooled.")
+MEASURE_OUTPUT = flags.DEFINE_string("measure_output", None, "measure: also write the results as JSON here.")
+define_benchmark_flags(num_runs=30)
 PLOT = flags.DEFINE_bool("plot", True, "fit / eval: write a predicted-vs-measured PNG.")
 
 
@@ -101,14 +118,66 @@ def run_eval():
         print(f"plot: {plot}")
 
 
+def architectures_of_flag(space):
+    """{ArchSpec name: choice indices in `space`} of --arch."""
+    if not ARCH.value:
+        raise CostModelError("give --arch=NAME_OR_FILE[,NAME_OR_FILE...]")
+    archs = [load_arch(a) for a in ARCH.value]
+    names = [a.name for a in archs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise CostModelError(f"--arch names {', '.join(duplicates)} more than once")
+    return {a.name: space.indices_of(a) for a in archs}
+
+
 def run_predict():
     model = load_model()
-    if not ARCH.value:
-        raise CostModelError("predict: give --arch=NAME_OR_FILE")
     space = model.space()
-    arch = load_arch(ARCH.value)
-    latency = model.predict(space, space.indices_of(arch))
-    print(f"{arch.name}: {latency:.2f} ms predicted ({model.describe()})")
+    for name, indices in architectures_of_flag(space).items():
+        print(f"{name}: {model.predict(space, indices):.2f} ms predicted ({model.describe()})")
+
+
+def run_measure():
+    model = load_model()
+    space = model.space()
+    architectures = architectures_of_flag(space)
+    settings = settings_of_model(model)
+    print(f"measuring {len(architectures)} architecture(s) as the cost model's data was: {model.describe()}")
+    with contextlib.ExitStack() as stack:
+        work_dir = WORK_DIR.value or stack.enter_context(tempfile.TemporaryDirectory(prefix="cost_model_"))
+        measurements = measure_architectures(settings, space, architectures, work_dir,
+                                             benchmark_options_from_flags())
+    results = []
+    for name, indices in architectures.items():
+        m, predicted = measurements[name], model.predict(space, indices)
+        result = {"arch": name, "predicted_ms": predicted, "device": m.device, "error": m.error or None,
+                  "measured_ms": m.latency.typical_ms if m.ok else None}
+        if m.ok:
+            result["prediction_error_percent"] = 100 * (predicted - result["measured_ms"]) / result["measured_ms"]
+            print(f"{name}: measured {result['measured_ms']:.2f} ms, predicted {predicted:.2f} ms "
+                  f"({result['prediction_error_percent']:+.1f}%)")
+        else:
+            print(f"{name}: not measured: {m.error}")
+        results.append(result)
+    if MEASURE_OUTPUT.value:
+        write_text_atomically(MEASURE_OUTPUT.value, json.dumps(results, indent=1) + "\n")
+        print(f"results: {MEASURE_OUTPUT.value}")
+    if any(r["error"] for r in results):
+        raise CostModelError("some architectures could not be measured (see above)")
+
+
+def settings_of_model(model):
+    """The latency-data settings the model was fitted on; runs and rounds may come from the flags."""
+    m = model.measured_with
+    if flags.FLAGS["backend"].present and backend_flag() != m["backend"]:
+        raise CostModelError(f"--backend={backend_flag()}, but the cost model was measured with "
+                             f"backend {m['backend']}: measure on the model's backend")
+    options = benchmark_options_from_flags()
+    return CollectionSettings(
+        space=m["space"], platform=m["platform"], skeleton=m["skeleton"], precision=m["precision"],
+        input_size=m["input_size"], num_classes=m["num_classes"], depth_multiplier=m["depth_multiplier"],
+        backend=m["backend"], target=m["target"], threads=m["threads"], warmup_runs=options.warmup_runs,
+        num_runs=options.num_runs, rounds=ROUNDS.value)
 
 
 def load_model():
@@ -121,8 +190,8 @@ def main(argv):
     if len(argv) != 2 or argv[1] not in COMMANDS:
         sys.exit(f"usage: mobiledets-cost-model {{{'|'.join(COMMANDS)}}} [flags]; see --help")
     try:
-        {"fit": run_fit, "eval": run_eval, "predict": run_predict}[argv[1]]()
-    except (CostModelError, SearchSpaceError, ValueError, FileNotFoundError) as e:
+        {"fit": run_fit, "eval": run_eval, "predict": run_predict, "measure": run_measure}[argv[1]]()
+    except (CostModelError, SearchSpaceError, ValueError, FileNotFoundError, AdbError, CompilerNotFoundError) as e:
         sys.exit(f"mobiledets-cost-model {argv[1]}: {e}")
 
 

@@ -241,8 +241,8 @@ def collect(settings: CollectionSettings, num: int, output: str, work_dir: Optio
         for chunk in _chunks(todo, chunk_size):
             os.makedirs(work_dir, exist_ok=True)
             samples = {r: sample_row(space, settings.seed, r) for r in chunk}
-            models = {r: _prepare_model(space, samples[r], settings, work_dir, r, edgetpu_compiler)
-                      for r in chunk}
+            models = {r: _prepare_model(space, samples[r], settings, os.path.join(work_dir, f"row{r:05d}.tflite"),
+                                        edgetpu_compiler) for r in chunk}
             if export_only:
                 bar.update(len(chunk))
                 continue
@@ -283,20 +283,41 @@ class _NotMeasured:
     error: str
 
 
-def _prepare_model(space: SearchSpace, indices: Sequence[int], settings: CollectionSettings, work_dir: str,
-                   row: int, edgetpu_compiler: Optional[str] = None):
-    """The path of the model to measure for one row, or `_NotMeasured` saying why there is none."""
-    path = os.path.join(work_dir, f"row{row:05d}.tflite")
+def _prepare_model(space: SearchSpace, indices: Sequence[int], settings: CollectionSettings, path: str,
+                   edgetpu_compiler: Optional[str] = None):
+    """The path of the model to measure (exported to `path` unless there), or `_NotMeasured` saying why
+    there is none."""
     if not os.path.exists(path):
         export_architecture(space, indices, settings, path)
     if settings.backend != "edgetpu":
         return path
     from mobiledets_tf.export.edgetpu import compile_model
 
-    compiled = compile_model(path, work_dir, compiler=edgetpu_compiler)
+    compiled = compile_model(path, os.path.dirname(path), compiler=edgetpu_compiler)
     if not compiled.report.compiled or not compiled.output_paths:
         return _NotMeasured("edgetpu_compiler: " + ("; ".join(compiled.report.errors) or "no compiled model"))
     return compiled.output_paths[0]
+
+
+def measure_architectures(settings: CollectionSettings, space: SearchSpace,
+                          architectures: Dict[str, Sequence[int]], work_dir: str,
+                          options: BenchmarkOptions = BenchmarkOptions(),
+                          edgetpu_compiler: Optional[str] = None) -> Dict[str, Measurement]:
+    """Measures architectures of `space` exactly as a dataset's rows are measured (same export,
+    precision, backend, target and rounds), e.g. to check a searched architecture against the cost
+    model's prediction. `architectures` maps a file-name stem to choice indices."""
+    settings.check()
+    os.makedirs(work_dir, exist_ok=True)
+    target = parse_target(settings.target)
+    options = dataclasses.replace(options, threads=settings.threads, warmup_runs=settings.warmup_runs,
+                                  num_runs=settings.num_runs, rounds=settings.rounds)
+    models = {name: _prepare_model(space, indices, settings, os.path.join(work_dir, f"{name}.tflite"),
+                                   edgetpu_compiler) for name, indices in architectures.items()}
+    ready = [name for name, model in models.items() if isinstance(model, str)]
+    measured = dict(zip(ready, _measure(settings.backend, [models[n] for n in ready], target, options)))
+    return {name: measured.get(name) or Measurement("", settings.backend, target.label, "", settings.threads,
+                                                    error=models[name].error)
+            for name in architectures}
 
 
 def _measure(backend: str, paths: Sequence[str], target: Target, options: BenchmarkOptions) -> List[Measurement]:

@@ -1,0 +1,1 @@
+"""Pipelines that chain the package's binaries: `quickstart` (train, evaluate, QAT, export, time)."""

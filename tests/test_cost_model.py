@@ -217,3 +217,27 @@ def test_binary_measure_times_architectures_as_the_data_was(tmp_path):
     other_backend = run_binary("cost_model", "measure", f"--model={tmp_path / 'cost.json'}", "--arch=mobiledet_cpu",
                                "--backend=adb", check=False)
     assert other_backend.returncode != 0 and "measured with backend local" in other_backend.stderr
+
+
+def test_shipped_cost_model_is_the_fit_of_its_shipped_data():
+    """configs/cost_models/: the model refits exactly from the latency data next to it (200 fitted, 50
+    held out, seed 0), its recorded held-out figures are those of that data, and it predicts the
+    published MobileDet-CPU inside the measured range."""
+    import os
+
+    from conftest import REPO_ROOT
+    from mobiledets_tf.search.latency_data import read_dataset
+
+    folder = os.path.join(REPO_ROOT, "configs", "cost_models")
+    shipped = CostModel.load(os.path.join(folder, "ibn_fused_tucker_cpu.json"))
+    header, rows = read_dataset(os.path.join(folder, "ibn_fused_tucker_cpu.latency.jsonl"))
+    space = shipped.space()
+    train, held = split_holdout(rows, 50, seed=0)
+    refit = fit(space, train, measured_with(header, rows))
+    assert refit.ridge == shipped.ridge and refit.pooling and np.allclose(refit.weights, shipped.weights)
+    held_out = evaluate(shipped, space, held)
+    assert held_out.count == 50 and held_out.mape == pytest.approx(shipped.metrics["holdout"]["mape"])
+    assert held_out.within_10 == pytest.approx(shipped.metrics["holdout"]["within_10"])
+    measured = [r["latency_ms"] for r in rows]
+    predicted = shipped.predict(space, space.indices_of(load_arch("mobiledet_cpu")))
+    assert min(measured) < predicted < max(measured)

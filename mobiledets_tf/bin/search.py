@@ -1,7 +1,7 @@
 """mobiledets-search: latency-targeted TuNAS architecture search on a detection supernet.
 
     mobiledets-search --config=configs/experiments/search_quickstart.yaml --model_dir=runs/search \
-        --cost_model=configs/cost_models/ibn_fused_tucker_cpu_float32_320.json --target_ms=40
+        --cost_model=configs/cost_models/ibn_fused_tucker_cpu.json --target_ms=25
     mobiledets-search --config=... --space=ibn_fused_tucker --platform=edgetpu --cost_model=FILE \
         --target_ms=T0 --strategy=mirrored
 

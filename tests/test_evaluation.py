@@ -301,3 +301,29 @@ def test_drawn_boxes_have_the_class_colour_and_the_rest_is_untouched(tmp_path):
     assert tuple(saved[top + 80, left + 6]) == visualize.class_color(1)
     np.testing.assert_array_equal(saved[top + 50, left + 60], images[3][50, 60])
     assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]
+
+
+def test_average_precision_equals_the_full_evaluation_on_random_detections():
+    """The quick AP50 / AP of the search's quality: the same numbers as evaluate()'s AP50 and AP, on
+    noisy detections (jittered true boxes, false positives, missed objects, shuffled scores)."""
+    rng = np.random.default_rng(0)
+    for trial in range(5):
+        detections = {}
+        for source_id, (height, width, objects) in IMAGES.items():
+            found = []
+            for category, (y0, x0, y1, x1) in objects:
+                if rng.uniform() < 0.8:
+                    jitter = rng.normal(0, 15, 4)
+                    found.append((category if rng.uniform() < 0.9 else 1 + (category % 3),
+                                  tuple(np.clip(np.array([y0, x0, y1, x1]) + jitter, 0, [height, width] * 2)),
+                                  float(rng.uniform())))
+            y, x = rng.uniform(0, height - 60), rng.uniform(0, width - 60)
+            found.append((int(rng.integers(1, 4)), (y, x, y + 50, x + 50), float(rng.uniform())))
+            detections[source_id] = found
+        evaluator = coco_metrics.DetectionEvaluator(LABEL_MAP)
+        evaluator.add(groundtruth_batch(), detection_batch(detections))
+        full = evaluator.evaluate()
+        assert evaluator.average_precision(0.5) == pytest.approx(full["AP50"], abs=1e-12)
+        assert evaluator.average_precision(None) == pytest.approx(full["AP"], abs=1e-12)
+        assert evaluator.average_precision(0.75) == pytest.approx(full["AP75"], abs=1e-12)
+    assert 0 < full["AP"] < full["AP50"] < 1

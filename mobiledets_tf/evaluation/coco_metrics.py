@@ -308,6 +308,28 @@ class DetectionEvaluator:
         with contextlib.redirect_stdout(io.StringIO()):
             return coco_gt.loadRes(predictions=annotations)
 
+    def average_precision(self, iou_threshold: Optional[float] = 0.5) -> float:
+        """COCO AP at one IoU threshold (0.5: AP50) or, with None, averaged over 0.50:0.95 (AP); all
+        areas, 100 detections per image. The same numbers as `evaluate()`'s, computed for that entry
+        only and without the summary, several times faster (for a quality measured every step)."""
+        if not self._detections:
+            raise ValueError("no detections were added: nothing to evaluate")
+        image_ids = sorted(self._detections)
+        coco_gt = self._coco_gt if self._coco_gt is not None else self._groundtruth_coco(image_ids)
+        coco_dt = self._predictions_coco(coco_gt, image_ids)
+        coco_eval = cocoeval.COCOeval(coco_gt, coco_dt, iouType="bbox")
+        coco_eval.params.imgIds = image_ids
+        coco_eval.params.maxDets = [MAX_DETECTIONS_PER_IMAGE]
+        coco_eval.params.areaRng, coco_eval.params.areaRngLbl = coco_eval.params.areaRng[:1], ["all"]
+        if iou_threshold is not None:
+            coco_eval.params.iouThrs = np.array([iou_threshold])
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+        precision = coco_eval.eval["precision"]
+        precision = precision[precision > -1]
+        return float(precision.mean()) if precision.size else -1.0
+
     def evaluate(self) -> Dict[str, Any]:
         """COCO box metrics over the images given detections.
 

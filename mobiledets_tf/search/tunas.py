@@ -47,13 +47,16 @@ class SearchResult:
     json_path: str
 
 
+QUALITY_IOU_THRESHOLDS = {"AP50": 0.5, "AP": None}   # search.quality_metric -> COCO IoU threshold(s)
+
+
 def minibatch_quality(groundtruth: Dict[str, np.ndarray], detections: Dict[str, np.ndarray], label_map,
                       metric: str) -> float:
     """COCO AP50 (or AP) of detections on one mini-batch; 0 when nothing is detected."""
     evaluator = DetectionEvaluator(label_map)
     evaluator.add(groundtruth, detections)
-    value = evaluator.evaluate()[metric]
-    return max(float(value), 0.0)   # COCO's -1 (undefined) counts as no quality
+    value = evaluator.average_precision(QUALITY_IOU_THRESHOLDS[metric])
+    return max(value, 0.0)   # COCO's -1 (undefined) counts as no quality
 
 
 class SearchLoop:

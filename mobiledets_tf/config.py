@@ -100,6 +100,7 @@ class SearchConfig(base_config.Config):
     reward_beta: float = -0.10           # R = Q + beta * |T / T0 - 1|
     quality_metric: str = "AP50"         # Q: AP50 or AP of the validation mini-batch (COCO, 0..1)
     validation_batch_multiple: int = 4   # validation mini-batch = this x the training batch
+    quality_max_detections: int = 0      # detections per image scored for Q (0: eval.max_detections)
     rl_learning_rate: float = 3e-4       # controller Adam learning rate per 256 training images
     rl_delay: float = 0.25               # share of the steps before the controller learns
     rl_boost: float = 10.0               # the RL learning rate rises exponentially to this factor
@@ -128,6 +129,14 @@ _POSITIVE = ("model.input_size", "model.num_classes", "model.depth_multiplier", 
              "train.steps", "train.checkpoint_every", "train.log_every", "eval.batch_size",
              "data.max_boxes", "data.builtin.num_train", "data.builtin.num_val",
              "search.validation_batch_multiple", "search.rl_boost", "search.baseline_momentum")
+_NON_NEGATIVE = ("search.quality_max_detections",)
+
+
+def _float_or_text(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _check_types(config: base_config.Config, source: str, prefix: str = "") -> None:
@@ -137,6 +146,8 @@ def _check_types(config: base_config.Config, source: str, prefix: str = "") -> N
         if isinstance(value, base_config.Config):
             _check_types(value, source, f"{key}.")
             continue
+        if expected is float and isinstance(value, str):
+            value = _float_or_text(value)   # YAML 1.1 reads 5e-5 (no dot) as a string
         ok = {int: isinstance(value, int) and not isinstance(value, bool),
               float: isinstance(value, (int, float)) and not isinstance(value, bool),
               str: isinstance(value, str),
@@ -149,6 +160,8 @@ def _check_types(config: base_config.Config, source: str, prefix: str = "") -> N
             raise ConfigError(f"{source}: {key} must be one of {_CHOICES[key]}, got {value!r}")
         if key in _POSITIVE and value <= 0:
             raise ConfigError(f"{source}: {key} must be positive, got {value!r}")
+        if key in _NON_NEGATIVE and value < 0:
+            raise ConfigError(f"{source}: {key} must be 0 or more, got {value!r}")
 
 
 def _apply(config, overrides, source: str) -> None:

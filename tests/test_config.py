@@ -23,6 +23,11 @@ def test_shipped_experiment_configs_load(path):
         assert config.model.arch in os.path.basename(path)
 
 
+def test_exponent_floats_without_a_dot_are_floats(tmp_path):
+    config = load_config(None, ["train.base_learning_rate=5e-5", "train.warmup_learning_rate=1E-6"])
+    assert config.train.base_learning_rate == 5e-5 and config.train.warmup_learning_rate == 1e-6
+
+
 def test_yaml_then_overrides(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("model:\n  arch: mobiledet_cpu\ntrain:\n  steps: 50\n")
@@ -42,6 +47,8 @@ def test_yaml_then_overrides(tmp_path):
     ("model:\n  input_size: 0\n", [], r"model.input_size must be positive"),
     ("data:\n  dataset: coco\n", [], r"data.dataset must be one of"),
     ("train:\n  mixed_precision: fp8\n", [], r"train.mixed_precision must be one of"),
+    ("", ["search.quality_max_detections=-1"], r"search.quality_max_detections must be 0 or more"),
+    ("", ["train.base_learning_rate=fast"], r"train.base_learning_rate must be float, got 'fast'"),
     ("", ["train.batch_size=abc"], r"override 'train.batch_size=abc': train.batch_size must be int"),
     ("", ["model.depth=2"], r"override 'model.depth=2': unknown key.*depth"),
     ("- a\n- b\n", [], r"exp.yaml: a config must be a mapping"),

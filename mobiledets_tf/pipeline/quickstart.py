@@ -25,7 +25,6 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence, TextIO
 
-import numpy as np
 import tensorflow as tf
 
 from mobiledets_tf.arch import ArchSpecError, load_arch
@@ -130,8 +129,7 @@ def resolve_config_path(path: str) -> str:
 
 def qat_overrides(options: QuickstartOptions) -> List[str]:
     """The float run's overrides, then the fine-tuning's own steps and learning rate (no warmup)."""
-    rate = np.format_float_positional(options.qat_learning_rate, trim="-")   # YAML reads 5e-05 as a string
-    return [*options.overrides, f"train.steps={options.qat_steps},train.base_learning_rate={rate},"
+    return [*options.overrides, f"train.steps={options.qat_steps},train.base_learning_rate={options.qat_learning_rate!r},"
                                 "train.warmup_steps=0"]
 
 

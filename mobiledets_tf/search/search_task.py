@@ -87,13 +87,14 @@ class SearchTask(DetectionTask):
         """(per-replica uint8 images, per-replica choices) -> per-replica detections, compiled once."""
         if self._detect is None:
             e = self.config.eval
+            max_detections = self.config.search.quality_max_detections or e.max_detections
 
             def detect(images, choices):
                 box_encodings, class_logits = self.detector(self.detector.preprocess(images), choices)
                 return postprocess_lib.postprocess(
                     box_encodings, class_logits, self.detector.anchors, score_threshold=e.score_threshold,
-                    iou_threshold=e.iou_threshold, max_detections_per_class=e.max_detections,
-                    max_total_detections=e.max_detections)
+                    iou_threshold=e.iou_threshold, max_detections_per_class=max_detections,
+                    max_total_detections=max_detections)
 
             @tf.function
             def step(images, choices):

@@ -174,7 +174,7 @@ def settings_of_model(model):
                              f"backend {m['backend']}: measure on the model's backend")
     options = benchmark_options_from_flags()
     return CollectionSettings(
-        space=m["space"], platform=m["platform"], skeleton=m["skeleton"], precision=m["precision"],
+        space=m["space_source"], platform=m["platform"], skeleton=m["skeleton"], precision=m["precision"],
         input_size=m["input_size"], num_classes=m["num_classes"], depth_multiplier=m["depth_multiplier"],
         backend=m["backend"], target=m["target"], threads=m["threads"], warmup_runs=options.warmup_runs,
         num_runs=options.num_runs, rounds=ROUNDS.value)

@@ -80,6 +80,7 @@ class CollectionSettings:
         """The header line: the settings with the skeleton resolved, and the search space's size."""
         settings = dataclasses.asdict(self)
         settings["skeleton"] = space.skeleton
+        settings["space"] = space.name   # the name inside the file when --space is a YAML path
         return {"kind": HEADER_KIND, "version": FORMAT_VERSION, **settings,
                 "space_source": space.source, "num_decisions": len(space.decisions)}
 

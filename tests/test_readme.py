@@ -16,7 +16,7 @@ def _readme():
 
 def test_ci_runs_the_readme_test_command():
     commands = re.findall(r"```bash\n(.+?)\n```", _readme())
-    assert len(commands) >= 2 and "pytest" in commands[1] and "mobiledets-train" in commands[0]
+    assert len(commands) >= 2 and "pytest" in commands[1] and "mobiledets-quickstart" in commands[0]
     with open(os.path.join(REPO_ROOT, ".ci", "run")) as f:
         ci_lines = [l.strip() for l in f if l.strip() and not l.startswith("#")]
     assert commands[1] in ci_lines

@@ -308,18 +308,22 @@ class DetectionEvaluator:
         with contextlib.redirect_stdout(io.StringIO()):
             return coco_gt.loadRes(predictions=annotations)
 
-    def average_precision(self, iou_threshold: Optional[float] = 0.5) -> float:
-        """COCO AP at one IoU threshold (0.5: AP50) or, with None, averaged over 0.50:0.95 (AP); all
-        areas, 100 detections per image. The same numbers as `evaluate()`'s, computed for that entry
-        only and without the summary, several times faster (for a quality measured every step)."""
+    def _coco_eval(self, max_detections: List[int]) -> "cocoeval.COCOeval":
+        """A COCOeval of the detections added so far against their groundtruth, not yet run."""
         if not self._detections:
             raise ValueError("no detections were added: nothing to evaluate")
         image_ids = sorted(self._detections)
         coco_gt = self._coco_gt if self._coco_gt is not None else self._groundtruth_coco(image_ids)
-        coco_dt = self._predictions_coco(coco_gt, image_ids)
-        coco_eval = cocoeval.COCOeval(coco_gt, coco_dt, iouType="bbox")
+        coco_eval = cocoeval.COCOeval(coco_gt, self._predictions_coco(coco_gt, image_ids), iouType="bbox")
         coco_eval.params.imgIds = image_ids
-        coco_eval.params.maxDets = [MAX_DETECTIONS_PER_IMAGE]
+        coco_eval.params.maxDets = max_detections
+        return coco_eval
+
+    def average_precision(self, iou_threshold: Optional[float] = 0.5) -> float:
+        """COCO AP at one IoU threshold (0.5: AP50) or, with None, averaged over 0.50:0.95 (AP); all
+        areas, 100 detections per image. The same numbers as `evaluate()`'s, computed for that entry
+        only and without the summary, several times faster (for a quality measured every step)."""
+        coco_eval = self._coco_eval(max_detections=[MAX_DETECTIONS_PER_IMAGE])
         coco_eval.params.areaRng, coco_eval.params.areaRngLbl = coco_eval.params.areaRng[:1], ["all"]
         if iou_threshold is not None:
             coco_eval.params.iouThrs = np.array([iou_threshold])
@@ -337,15 +341,8 @@ class DetectionEvaluator:
         undefined, e.g. APs without small objects), `per_class_AP` {class name: AP, -1 for a class
         without groundtruth in these images} and `num_images`.
         """
-        if not self._detections:
-            raise ValueError("no detections were added: nothing to evaluate")
-        image_ids = sorted(self._detections)
-        coco_gt = self._coco_gt if self._coco_gt is not None else self._groundtruth_coco(image_ids)
-        coco_dt = self._predictions_coco(coco_gt, image_ids)
-
-        coco_eval = cocoeval.COCOeval(coco_gt, coco_dt, iouType="bbox")
-        coco_eval.params.imgIds = image_ids
-        coco_eval.params.maxDets = [1, 10, MAX_DETECTIONS_PER_IMAGE]
+        coco_eval = self._coco_eval(max_detections=[1, 10, MAX_DETECTIONS_PER_IMAGE])
+        image_ids = coco_eval.params.imgIds
         summary = io.StringIO()
         with contextlib.redirect_stdout(summary):
             coco_eval.evaluate()

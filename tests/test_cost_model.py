@@ -12,7 +12,7 @@ import pytest
 from conftest import run_binary
 from mobiledets_tf.arch import load_arch
 from mobiledets_tf.search.cost_model import (CostModel, CostModelError, FitMetrics, evaluate, fit,
-                                             measured_with, split_holdout)
+                                             measured_with, split_holdout, with_statistic)
 from mobiledets_tf.search.latency_data import CollectionSettings, sample_row
 from mobiledets_tf.search.space import load_space
 
@@ -20,7 +20,8 @@ SETTINGS = CollectionSettings(space="ibn_fused_tucker", platform="cpu")
 
 
 def synthetic_dataset(path, num=300, noise=0.01, seed=0, settings=SETTINGS):
-    """A latency dataset file whose latencies are true_w . f + 12 ms, times (1 + noise * N(0, 1))."""
+    """A latency dataset file whose latencies are true_w . f + 12 ms, times (1 + noise * N(0, 1)); the
+    fastest run of each is 3% under that."""
     space = settings.load_space()
     rng = np.random.default_rng(seed)
     true_weights = rng.uniform(0.0, 4.0, space.num_features)
@@ -30,7 +31,8 @@ def synthetic_dataset(path, num=300, noise=0.01, seed=0, settings=SETTINGS):
             indices = sample_row(space, settings.seed, r)
             latency = (true_weights @ space.features(indices) + 12.0) * (1 + noise * rng.normal())
             f.write(json.dumps({"row": r, "indices": indices, "device": "test CPU", "latency_ms": latency,
-                                "error": None}) + "\n")
+                                "error": None, "stats": {"median_ms": latency, "min_ms": 0.97 * latency}})
+                    + "\n")
         f.write(json.dumps({"row": num, "indices": sample_row(space, 0, num), "latency_ms": None,
                             "error": "crashed (signal 11)"}) + "\n")
     return space, true_weights
@@ -115,6 +117,24 @@ def test_pooling_needs_fewer_architectures_and_folds_into_the_one_hot_weights():
     assert pooled.predict(space, indices) == pytest.approx(pooled.weights @ space.features(indices) + pooled.intercept)
 
 
+def test_a_chosen_statistic_is_fitted_and_recorded(tmp_path):
+    space, _ = synthetic_dataset(tmp_path / "d.jsonl", num=100)
+    header, rows = read_rows(tmp_path / "d.jsonl")
+    fastest = with_statistic(rows, "min")
+    assert len(fastest) == 100 and all(f["latency_ms"] == r["stats"]["min_ms"] for f, r in zip(fastest, rows))
+    assert [r["latency_ms"] for r in with_statistic(rows, "typical")] == [r["latency_ms"] for r in rows[:100]]
+    model = fit(space, fastest, measured_with(header, rows, "min"))
+    assert model.statistic == "min" and model.describe().endswith(", min latency")
+    typical = fit(space, rows, measured_with(header, rows))
+    assert typical.statistic == "typical"
+    indices = rows[0]["indices"]
+    assert model.predict(space, indices) == pytest.approx(0.97 * typical.predict(space, indices), rel=1e-3)
+    with pytest.raises(CostModelError, match="row 0 has no mean latency"):
+        with_statistic(rows, "mean")
+    with pytest.raises(CostModelError, match="unknown latency statistic 'p99'"):
+        with_statistic(rows, "p99")
+
+
 def test_file_round_trip_expected_latency_and_sub_spaces(tmp_path):
     space, _ = synthetic_dataset(tmp_path / "d.jsonl")
     header, rows = read_rows(tmp_path / "d.jsonl")
@@ -197,7 +217,7 @@ def test_binary_measure_times_architectures_as_the_data_was(tmp_path):
     settings = dataclasses.replace(SETTINGS, input_size=96, num_classes=3)
     space, _ = synthetic_dataset(tmp_path / "d.jsonl", num=60, settings=settings)
     run_binary("cost_model", "fit", f"--data={tmp_path / 'd.jsonl'}", "--holdout=10",
-               f"--output={tmp_path / 'cost.json'}", "--noplot")
+               f"--output={tmp_path / 'cost.json'}", "--noplot", "--statistic=min")
     sampled = space.to_arch_spec(space.sample(np.random.default_rng(7)), name="sampled")
     sampled.save(str(tmp_path / "sampled.json"))
     measured = run_binary("cost_model", "measure", f"--model={tmp_path / 'cost.json'}",
@@ -208,9 +228,9 @@ def test_binary_measure_times_architectures_as_the_data_was(tmp_path):
     model = CostModel.load(str(tmp_path / "cost.json"))
     for name, arch in (("mobiledet_cpu", load_arch("mobiledet_cpu")), ("sampled", sampled)):
         result = results[name]
-        assert result["error"] is None and result["measured_ms"] > 0
+        assert result["error"] is None and result["measured_ms"] > 0 and result["statistic"] == "min"
         assert result["predicted_ms"] == pytest.approx(model.predict(space, space.indices_of(arch)))
-        assert f"{name}: measured {result['measured_ms']:.2f} ms, predicted {result['predicted_ms']:.2f} ms" in measured.stdout
+        assert f"{name}: measured {result['measured_ms']:.2f} ms (min), predicted {result['predicted_ms']:.2f} ms" in measured.stdout
         interpreter = load_interpreter(str(tmp_path / "models" / f"{name}.tflite"))
         assert list(interpreter.get_input_details()[0]["shape"]) == [1, 96, 96, 3]
 
@@ -232,8 +252,9 @@ def test_shipped_cost_model_is_the_fit_of_its_shipped_data():
     shipped = CostModel.load(os.path.join(folder, "ibn_fused_tucker_cpu.json"))
     header, rows = read_dataset(os.path.join(folder, "ibn_fused_tucker_cpu.latency.jsonl"))
     space = shipped.space()
+    rows = with_statistic(rows, shipped.statistic)
     train, held = split_holdout(rows, 50, seed=0)
-    refit = fit(space, train, measured_with(header, rows))
+    refit = fit(space, train, measured_with(header, rows, shipped.statistic))
     assert refit.ridge == shipped.ridge and refit.pooling and np.allclose(refit.weights, shipped.weights)
     held_out = evaluate(shipped, space, held)
     assert held_out.count == 50 and held_out.mape == pytest.approx(shipped.metrics["holdout"]["mape"])

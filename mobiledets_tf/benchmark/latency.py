@@ -11,6 +11,8 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+LATENCY_STATISTICS = ("typical", "median", "mean", "min")
+
 
 @dataclasses.dataclass
 class LatencyStats:
@@ -35,6 +37,17 @@ class LatencyStats:
     def typical_ms(self) -> float:
         """The figure tables sort and plot by: the median when known, else the mean."""
         return self.median_ms if self.median_ms is not None else self.mean_ms
+
+    def statistic_ms(self, statistic: str) -> float:
+        """One statistic by name: 'typical' (see `typical_ms`), 'median', 'mean' or 'min'."""
+        if statistic == "typical":
+            return self.typical_ms
+        if statistic not in LATENCY_STATISTICS:
+            raise ValueError(f"unknown latency statistic {statistic!r}; one of {', '.join(LATENCY_STATISTICS)}")
+        value = getattr(self, f"{statistic}_ms")
+        if value is None:
+            raise ValueError(f"this measurement has no {statistic} (benchmark_model over adb reports no median)")
+        return value
 
 
 @dataclasses.dataclass

@@ -9,10 +9,11 @@
 `fit` pools one or more latency datasets (mobiledets-latency-data) measured with the same settings,
 keeps --holdout random architectures aside, fits on the rest and reports the held-out mean absolute
 percentage error, R^2, Kendall tau and the share predicted within +-10% (also written into the model
-file), with a predicted-vs-measured plot next to --output. `eval` scores a model on other data;
-`predict` gives the predicted latency of ArchSpecs (names or files) that lie in the model's space;
+file), with a predicted-vs-measured plot next to --output. --statistic chooses which figure of each
+architecture's timed runs is fitted (the dataset's median by default, or the minimum). `eval` scores
+a model on other data; `predict` gives the predicted latency of ArchSpecs (names or files) that lie in the model's space;
 `measure` also exports and times them exactly as the model's latency data was measured (precision,
-input size, classes, backend, target, threads, rounds from the model file; the device flags
+input size, classes, backend, target, threads, statistic from the model file; the device flags
 --cpus, --serials, ... from the command line) and prints the prediction error.
 """
 import json
@@ -28,8 +29,9 @@ from mobiledets_tf.benchmark.adb import AdbError
 from mobiledets_tf.bin.benchmark_flags import backend_flag, benchmark_options_from_flags, define_benchmark_flags
 from mobiledets_tf.export.edgetpu import CompilerNotFoundError
 from mobiledets_tf.io_utils import write_text_atomically
+from mobiledets_tf.benchmark.latency import LATENCY_STATISTICS
 from mobiledets_tf.search.cost_model import (CostModel, CostModelError, check_compatible, evaluate, fit,
-                                             measured_with, split_holdout)
+                                             measured_with, split_holdout, with_statistic)
 from mobiledets_tf.search.cost_model_plot import plot_predictions
 from mobiledets_tf.search.latency_data import CollectionSettings, measure_architectures, read_dataset
 from mobiledets_tf.search.space import SearchSpaceError, load_space
@@ -44,6 +46,10 @@ POOLING = flags.DEFINE_bool(
     "pooling", True, "fit: shrink each layer's op cost towards the same op in its stage and in the whole "
     "backbone (fewer architectures needed); --nopooling fits the plain one-hot ridge model.")
 SEED = flags.DEFINE_integer("seed", 0, "fit: which architectures are held out.")
+STATISTIC = flags.DEFINE_enum(
+    "statistic", "typical", list(LATENCY_STATISTICS), "fit: the latency statistic of each architecture's "
+    "timed runs to fit: typical (the dataset's figure: median, or mean over adb), median, mean or min "
+    "(steadiest on a shared machine). eval and measure use the model's.")
 ARCH = flags.DEFINE_list("arch", [], "predict / measure: ArchSpec names or files, comma-separated.")
 WORK_DIR = flags.DEFINE_string("work_dir", None, "measure: where the exported models go "
                                "(default: a temporary folder, removed afterwards).")
@@ -77,12 +83,13 @@ def print_metrics(title, metrics):
 def run_fit():
     if not OUTPUT.value:
         raise CostModelError("fit: give --output=FILE.json")
-    header, rows = load_datasets(DATA.value)
+    header, all_rows = load_datasets(DATA.value)
+    rows = with_statistic(all_rows, STATISTIC.value)
+    errors = len(all_rows) - len(rows)
     space = space_of(header)
     train_rows, held_rows = split_holdout(rows, HOLDOUT.value, SEED.value)
-    model = fit(space, train_rows, measured_with(header, rows), ridge=RIDGE.value, seed=SEED.value,
-                pooling=POOLING.value)
-    errors = len(rows) - len(train_rows) - len(held_rows)
+    model = fit(space, train_rows, measured_with(header, rows, STATISTIC.value), ridge=RIDGE.value,
+                seed=SEED.value, pooling=POOLING.value)
     print(f"{model.describe()}\n{space.num_features} features; fitted on {len(train_rows)} architectures, "
           f"{len(held_rows)} held out, {errors} rows without a latency skipped; ridge {model.ridge:g}"
           f"{', pooled' if model.pooling else ''}")
@@ -106,15 +113,15 @@ def run_fit():
 def run_eval():
     model = load_model()
     header, rows = load_datasets(DATA.value)
+    rows = with_statistic(rows, model.statistic)
     space = space_of(header)
     metrics = evaluate(model, space, rows)
     print(f"cost model {model.describe()}")
     print_metrics(f"on {', '.join(DATA.value)}", metrics)
     if PLOT.value:
-        measured = [r for r in rows if r.get("latency_ms") is not None]
         plot = os.path.splitext(DATA.value[0])[0] + "_eval.png"
-        plot_predictions([("data", model.predict_many(space, [r["indices"] for r in measured]),
-                           [r["latency_ms"] for r in measured])], plot, f"cost model {model.describe()}")
+        plot_predictions([("data", model.predict_many(space, [r["indices"] for r in rows]),
+                           [r["latency_ms"] for r in rows])], plot, f"cost model {model.describe()}")
         print(f"plot: {plot}")
 
 
@@ -151,10 +158,11 @@ def run_measure():
     for name, indices in architectures.items():
         m, predicted = measurements[name], model.predict(space, indices)
         result = {"arch": name, "predicted_ms": predicted, "device": m.device, "error": m.error or None,
-                  "measured_ms": m.latency.typical_ms if m.ok else None}
+                  "statistic": model.statistic, "measured_ms": m.latency.statistic_ms(model.statistic) if m.ok else None}
         if m.ok:
             result["prediction_error_percent"] = 100 * (predicted - result["measured_ms"]) / result["measured_ms"]
-            print(f"{name}: measured {result['measured_ms']:.2f} ms, predicted {predicted:.2f} ms "
+            statistic = "" if model.statistic == "typical" else f" ({model.statistic})"
+            print(f"{name}: measured {result['measured_ms']:.2f} ms{statistic}, predicted {predicted:.2f} ms "
                   f"({result['prediction_error_percent']:+.1f}%)")
         else:
             print(f"{name}: not measured: {m.error}")

@@ -10,8 +10,12 @@ those are folded back into the per-feature weights.
 Because the model is linear, the controller's expected latency is exact: `w . E[f] + b`
 (`SearchSpace.expected_features`).
 
+The latency fitted is a statistic of each architecture's timed runs: by default the dataset's own
+figure (the median; the mean over adb), or the minimum, which on a shared machine whose neighbours
+slow some runs down is the steadier figure of what the model itself costs.
+
 A saved model (JSON) records what it was measured with (space, platform, skeleton, precision, input
-size, classes, backend, target, device) and its weights by feature name, so it also predicts
+size, classes, backend, target, device, statistic) and its weights by feature name, so it also predicts
 architectures of a smaller space over the same skeleton and platform (e.g. a model fitted on
 ibn_fused_tucker/cpu predicts ibn/cpu architectures): every feature of that space must be known.
 """
@@ -22,6 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from scipy import stats as scipy_stats
 
+from mobiledets_tf.benchmark.latency import LATENCY_STATISTICS
 from mobiledets_tf.io_utils import write_text_atomically
 from mobiledets_tf.search.latency_data import measured_rows
 from mobiledets_tf.search.space import SearchSpace, load_space
@@ -119,11 +124,17 @@ class CostModel:
     def record_metrics(self, name: str, metrics: FitMetrics) -> None:
         self.metrics[name] = dataclasses.asdict(metrics)
 
+    @property
+    def statistic(self) -> str:
+        """Which latency statistic of the timed runs the model predicts (LATENCY_STATISTICS)."""
+        return self.measured_with.get("statistic", "typical")
+
     def describe(self) -> str:
         m = self.measured_with
+        statistic = "" if self.statistic == "typical" else f", {self.statistic} latency"
         return (f"{m.get('space')}/{m.get('platform')} skeleton {m.get('skeleton')}, {m.get('precision')} "
                 f"{m.get('input_size')}x{m.get('input_size')}, {m.get('backend')} {m.get('target')}"
-                f"{', ' + m['device'] if m.get('device') else ''}")
+                f"{', ' + m['device'] if m.get('device') else ''}{statistic}")
 
     # Files -------------------------------------------------------------------------------------
     def to_json(self) -> str:
@@ -247,11 +258,29 @@ def evaluate(model: CostModel, space: SearchSpace, rows: Sequence[Dict]) -> FitM
     return FitMetrics.of(predicted, [r["latency_ms"] for r in rows])
 
 
-def measured_with(header: Dict, rows: Sequence[Dict]) -> Dict:
-    """The measurement settings of a dataset header, with the device of its rows."""
+def with_statistic(rows: Sequence[Dict], statistic: str) -> List[Dict]:
+    """The measured rows with `latency_ms` set to `statistic` of their timed runs ('typical': as recorded)."""
+    if statistic not in LATENCY_STATISTICS:
+        raise CostModelError(f"unknown latency statistic {statistic!r}; one of {', '.join(LATENCY_STATISTICS)}")
+    rows = measured_rows(rows)
+    if statistic == "typical":
+        return list(rows)
+    chosen = []
+    for row in rows:
+        value = row.get("stats", {}).get(f"{statistic}_ms")
+        if value is None:
+            raise CostModelError(f"row {row.get('row')} has no {statistic} latency (its statistics: "
+                                 f"{', '.join(sorted(row.get('stats', {}))) or 'none'})")
+        chosen.append(dict(row, latency_ms=value))
+    return chosen
+
+
+def measured_with(header: Dict, rows: Sequence[Dict], statistic: str = "typical") -> Dict:
+    """The measurement settings of a dataset header, with the device of its rows and the statistic fitted."""
     settings = {k: header.get(k) for k in MEASUREMENT_KEYS}
     devices = sorted({r.get("device") for r in measured_rows(rows) if r.get("device")})
     settings["device"] = ", ".join(devices)
+    settings["statistic"] = statistic
     return settings
 
 

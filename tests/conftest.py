@@ -49,6 +49,26 @@ def tiny_config_yaml(**train_overrides) -> str:
         "eval: {batch_size: 4}\n")
 
 
+TINY_QUICKSTART_GROUP = "tiny_quickstart"   # xdist group of the tests sharing the `tiny_quickstart` run
+TINY_QUICKSTART_OPTIONS = dict(train_steps=4, qat_steps=2, benchmark_runs=3, benchmark_warmup_runs=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_quickstart(tiny_data_dir, tmp_path_factory):
+    """One `mobiledets-quickstart` run on the tiny config (TINY_QUICKSTART_OPTIONS), shared by the
+    tests of the TINY_QUICKSTART_GROUP xdist group (so one worker runs it, once):
+    (config path, output folder, command-line arguments, the finished process)."""
+    work = tmp_path_factory.mktemp("tiny_quickstart")
+    config = work / "tiny.yaml"
+    config.write_text(tiny_config_yaml(steps=6))
+    out = work / "out"
+    options = TINY_QUICKSTART_OPTIONS
+    args = [f"--config={config}", f"--output_dir={out}", f"--override=train.steps={options['train_steps']}",
+            f"--qat_steps={options['qat_steps']}", f"--benchmark_runs={options['benchmark_runs']}",
+            f"--benchmark_warmup_runs={options['benchmark_warmup_runs']}"]
+    return config, out, args, run_binary("quickstart", *args)
+
+
 def run_binary(name: str, *args, check: bool = True, timeout: int = 900):
     """Runs `python -m mobiledets_tf.bin.NAME ARGS...`; asserts success unless check=False."""
     import subprocess

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import REPO_ROOT, run_binary, tiny_config_yaml
+from conftest import REPO_ROOT, TINY_QUICKSTART_GROUP, run_binary
 from mobiledets_tf.benchmark.results import read_rows
 from mobiledets_tf.pipeline.quickstart import (DEFAULT_CONFIG, Command, PipelineError, Stage,
                                                resolve_config_path, run_stages)
@@ -27,13 +27,9 @@ def _latest_step(model_dir) -> int:
 
 
 @pytest.mark.slow
-def test_quickstart_runs_every_stage_then_skips_them(tiny_data_dir, tmp_path):
-    config = tmp_path / "tiny.yaml"
-    config.write_text(tiny_config_yaml(steps=6))
-    out = tmp_path / "out"
-    args = [f"--config={config}", f"--output_dir={out}", "--override=train.steps=4", "--qat_steps=2",
-            "--benchmark_runs=3", "--benchmark_warmup_runs=1"]
-    first = run_binary("quickstart", *args)
+@pytest.mark.xdist_group(TINY_QUICKSTART_GROUP)
+def test_quickstart_runs_every_stage_then_skips_them(tiny_quickstart):
+    _, out, args, first = tiny_quickstart
     for number in range(1, 7):
         assert f"[{number}/6] " in first.stdout and f"[{number}/6] $ mobiledets-" in first.stdout
     assert "skipped" not in first.stdout

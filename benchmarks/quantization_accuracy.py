@@ -1,7 +1,7 @@
 """Benchmark: COCO accuracy of one trained detector as Keras float, TFLite float32 / float16 /
 int8 (post-training quantization) and int8 after quantization-aware training, measured in one run.
 
-    python benchmarks/quantization_accuracy.py --float_model_dir=runs/quickstart [--qat_steps=600]
+    python benchmarks/quantization_accuracy.py --float_model_dir=runs/quickstart/float [--qat_steps=600]
     python benchmarks/quantization_accuracy.py        # trains the quickstart model first
 
 Runs the package's binaries one after the other, exactly as a user would:

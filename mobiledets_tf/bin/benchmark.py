@@ -1,6 +1,6 @@
 """mobiledets-benchmark: latency tables of exported .tflite models on the local CPU, phones, Edge TPUs.
 
-    mobiledets-benchmark --models='runs/quickstart/export/*.tflite'
+    mobiledets-benchmark --models='runs/quickstart/*/export/*.tflite'
     mobiledets-benchmark --models='export/*.tflite' --targets=cpu,cpu:xnnpack=false --cpus=1
     mobiledets-benchmark --models='export/*int8.tflite' --backend=adb --benchmark_binary=benchmark_model \
         --targets='cpu,gpu,nnapi:accelerator=qti-dsp,hexagon:lib=/data/local/tmp' --serials=R58M123ABC

@@ -1,9 +1,9 @@
 """mobiledets-eval: COCO metrics of a trained detector on the validation split.
 
-    mobiledets-eval --model_dir=runs/quickstart                   # latest checkpoint, run's config
-    mobiledets-eval --model_dir=runs/quickstart --checkpoint=runs/quickstart/ckpt-2000
+    mobiledets-eval --model_dir=runs/quickstart/float             # latest checkpoint, run's config
+    mobiledets-eval --model_dir=runs/quickstart/float --checkpoint=runs/quickstart/float/ckpt-2000
     mobiledets-eval --config=configs/experiments/quickstart.yaml --checkpoint=ckpt-2000 --output_dir=out
-    mobiledets-eval --model_dir=runs/quickstart --tflite=runs/quickstart/export/mobiledet_edgetpu_160_int8.tflite
+    mobiledets-eval --model_dir=runs/quickstart/float --tflite=runs/quickstart/float/export/mobiledet_edgetpu_160_int8.tflite
     mobiledets-eval ... --tflite=model_edgetpu.tflite --delegate=libedgetpu.so.1 --delegate_options=device:usb:0
 
 Prints AP, AP50, AP75, APs/m/l, AR and per-class AP as a table; writes `metrics.json` and a PNG of

@@ -1,7 +1,7 @@
 """mobiledets-export: a trained checkpoint -> .tflite files (float32/float16/int8/int8_qat) + SavedModel.
 
-    mobiledets-export --model_dir=runs/quickstart --precision=float32,float16,int8
-    mobiledets-export --model_dir=runs/quickstart_qat --precision=int8_qat --edgetpu
+    mobiledets-export --model_dir=runs/quickstart/float --precision=float32,float16,int8
+    mobiledets-export --model_dir=runs/quickstart/qat --precision=int8_qat --edgetpu
     mobiledets-export --config=configs/experiments/quickstart.yaml --checkpoint=runs/q/ckpt-3000 \
         --output_dir=out --nms=regular --max_detections=10
 

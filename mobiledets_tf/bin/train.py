@@ -1,11 +1,11 @@
 """mobiledets-train: trains an SSDLite detector (float or QAT), on one device or under tf.distribute.
 
-    mobiledets-train --config=configs/experiments/quickstart.yaml --model_dir=runs/quickstart
+    mobiledets-train --config=configs/experiments/quickstart.yaml --model_dir=runs/quickstart/float
     mobiledets-train --config=configs/experiments/mobiledet_edgetpu_coco.yaml --model_dir=gs://... \
         --strategy=tpu --tpu=my-tpu --override=data.train_pattern=gs://coco/train-*
     mobiledets-train ... --arch=path/to/searched_arch.yaml      # any ArchSpec name or file
     mobiledets-train --config=... --model_dir=runs/qat --quantization=qat \
-        --init_checkpoint=runs/quickstart --override=train.steps=1000,train.base_learning_rate=0.001
+        --init_checkpoint=runs/quickstart/float --override=train.steps=1000,train.base_learning_rate=0.001
 
 Resumes from the latest checkpoint in --model_dir. Writes the resolved config (`config.yaml`) and the
 architecture (`arch.json`) next to the checkpoints, TensorBoard summaries under `train/`.

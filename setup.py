@@ -25,7 +25,8 @@ setup(
     packages=find_packages(include=["mobiledets_tf", "mobiledets_tf.*"]),
     python_requires=">=3.10,<3.13",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0",
+    # pytest 9.2 ignores pytest-xdist 3.8's --dist loadgroup (pytest-xdist issue 1386): keep 9.1.
+    extras_require={"test": ["pytest==9.1.1", "pytest-xdist==3.8.0",
                              "papermill==2.7.0", "ipykernel==7.4.0"]},  # notebook tests
     entry_points={
         "console_scripts": [

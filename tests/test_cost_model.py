@@ -240,7 +240,7 @@ def test_binary_measure_times_architectures_as_the_data_was(tmp_path):
 
 
 def test_shipped_cost_model_is_the_fit_of_its_shipped_data():
-    """configs/cost_models/: the model refits exactly from the latency data next to it (200 fitted, 50
+    """configs/cost_models/: the model refits exactly from the latency data next to it (500 fitted, 50
     held out, seed 0), its recorded held-out figures are those of that data, and it predicts the
     published MobileDet-CPU inside the measured range."""
     import os

@@ -229,6 +229,8 @@ def test_binary_measure_times_architectures_as_the_data_was(tmp_path):
     for name, arch in (("mobiledet_cpu", load_arch("mobiledet_cpu")), ("sampled", sampled)):
         result = results[name]
         assert result["error"] is None and result["measured_ms"] > 0 and result["statistic"] == "min"
+        assert result["stats"]["min_ms"] == result["measured_ms"] <= result["stats"]["median_ms"]
+        assert result["stats"]["count"] == 3
         assert result["predicted_ms"] == pytest.approx(model.predict(space, space.indices_of(arch)))
         assert f"{name}: measured {result['measured_ms']:.2f} ms (min), predicted {result['predicted_ms']:.2f} ms" in measured.stdout
         interpreter = load_interpreter(str(tmp_path / "models" / f"{name}.tflite"))

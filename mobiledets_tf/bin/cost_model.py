@@ -16,8 +16,9 @@ a model on other data; `predict` gives the predicted latency of ArchSpecs (names
 input size, classes, backend, target, threads, statistic from the model file; the device flags
 --cpus, --serials, ... from the command line) and prints the prediction error.
 """
-import json
 import contextlib
+import dataclasses
+import json
 import os
 import sys
 import tempfile
@@ -160,6 +161,7 @@ def run_measure():
         result = {"arch": name, "predicted_ms": predicted, "device": m.device, "error": m.error or None,
                   "statistic": model.statistic, "measured_ms": m.latency.statistic_ms(model.statistic) if m.ok else None}
         if m.ok:
+            result["stats"] = dataclasses.asdict(m.latency)   # every statistic of the timed runs
             result["prediction_error_percent"] = 100 * (predicted - result["measured_ms"]) / result["measured_ms"]
             statistic = "" if model.statistic == "typical" else f" ({model.statistic})"
             print(f"{name}: measured {result['measured_ms']:.2f} ms{statistic}, predicted {predicted:.2f} ms "

@@ -250,3 +250,20 @@ def _fake_sources(config):
     from mobiledets_tf.training.task import DataSources
     label_map = [Category(i, f"c{i}") for i in range(1, config.model.num_classes + 1)]
     return DataSources("", "", "", label_map, [c.name for c in label_map], config.model.num_classes)
+
+
+def test_extra_layers_on_1x1_maps_have_finite_bfloat16_gradients():
+    from mobiledets_tf.models.ssdlite_head import wire_extra_layers
+    from mobiledets_tf.training.task import set_precision_policy
+    set_precision_policy("mixed_bfloat16")
+    try:
+        c5 = keras.Input((1, 1, 64))
+        model = keras.Model(c5, wire_extra_layers(c5, depth_multiplier=0.25))
+        for seed in range(3):
+            features = tf.random.stateless_normal([2, 1, 1, 64], seed=[seed, 0])
+            with tf.GradientTape() as tape:
+                loss = tf.add_n([tf.reduce_sum(tf.cast(m, tf.float32)) for m in model(features, training=True)])
+            grads = tape.gradient(loss, model.trainable_variables)
+            assert all(np.isfinite(g.numpy()).all() for g in grads)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -29,7 +29,12 @@ def _conv(filters: int, name: str, use_bias: bool = False, bias_init: float = 0.
         kernel_regularizer=defaults.l2_regularizer(), name=name)
 
 
-def _depthwise(strides: int, name: str):
+def _depthwise(strides: int, name: str, input_shape=None):
+    if input_shape is not None and tuple(input_shape[1:3]) == (1, 1):
+        # On a 1x1 map, stride 2 with "same" padding reads the same taps as stride 1 and gives the
+        # same 1x1 output. Stride 1 avoids oneDNN's bfloat16 depthwise filter gradient for stride 2
+        # on 1x1 inputs, which returns non-finite values (TF 2.x on CPUs with AVX512_BF16).
+        strides = 1
     return keras.layers.DepthwiseConv2D(
         3, strides=strides, padding="same", use_bias=False,
         depthwise_initializer=defaults.head_initializer(), name=name)
@@ -47,7 +52,7 @@ def wire_extra_layers(c5, depth_multiplier: float = 1.0, min_depth: int = 16,
         name = f"{prefix}{i}"
         x = _bn_relu6(_conv(layer_depth(depth // 2, depth_multiplier, min_depth), f"{name}_reduce")(x),
                       f"{name}_reduce")
-        x = _bn_relu6(_depthwise(2, f"{name}_depthwise")(x), f"{name}_depthwise")
+        x = _bn_relu6(_depthwise(2, f"{name}_depthwise", x.shape)(x), f"{name}_depthwise")
         x = _bn_relu6(_conv(layer_depth(depth, depth_multiplier, min_depth), f"{name}_project")(x),
                       f"{name}_project")
         maps.append(x)

@@ -32,6 +32,7 @@ class ModelConfig(base_config.Config):
     quantization: str = ""               # "" (float) or "qat" (fake-quantized, tfmot 8-bit)
     anchor_min_scale: float = 0.2        # SSD anchor scales of the lowest and highest feature map
     anchor_max_scale: float = 0.95       # (fractions of the image side; the TF1 SSDLite defaults)
+    match_threshold: float = 0.5         # IoU that makes an anchor a positive of a groundtruth box
     l2_weight: float = 4e-5              # TF1 L2 weight of the conv kernels (0: no regularisation)
 
 
@@ -130,6 +131,7 @@ _POSITIVE = ("model.input_size", "model.num_classes", "model.depth_multiplier", 
              "data.max_boxes", "data.builtin.num_train", "data.builtin.num_val",
              "search.validation_batch_multiple", "search.rl_boost", "search.baseline_momentum")
 _NON_NEGATIVE = ("search.quality_max_detections",)
+_FRACTION = ("model.match_threshold",)
 
 
 def _float_or_text(text: str):
@@ -162,6 +164,8 @@ def _check_types(config: base_config.Config, source: str, prefix: str = "") -> N
             raise ConfigError(f"{source}: {key} must be positive, got {value!r}")
         if key in _NON_NEGATIVE and value < 0:
             raise ConfigError(f"{source}: {key} must be 0 or more, got {value!r}")
+        if key in _FRACTION and not 0 < value <= 1:
+            raise ConfigError(f"{source}: {key} must be in (0, 1], got {value!r}")
 
 
 def _apply(config, overrides, source: str) -> None:

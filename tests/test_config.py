@@ -48,6 +48,7 @@ def test_yaml_then_overrides(tmp_path):
     ("data:\n  dataset: coco\n", [], r"data.dataset must be one of"),
     ("train:\n  mixed_precision: fp8\n", [], r"train.mixed_precision must be one of"),
     ("", ["search.quality_max_detections=-1"], r"search.quality_max_detections must be 0 or more"),
+    ("", ["model.match_threshold=0"], r"model.match_threshold must be in \(0, 1\], got 0"),
     ("", ["train.base_learning_rate=fast"], r"train.base_learning_rate must be float, got 'fast'"),
     ("", ["train.batch_size=abc"], r"override 'train.batch_size=abc': train.batch_size must be int"),
     ("", ["model.depth=2"], r"override 'model.depth=2': unknown key.*depth"),

@@ -203,6 +203,19 @@ def test_assign_targets_hand_case():
     np.testing.assert_allclose(out["box_targets"].numpy(), expected_boxes, atol=1e-5)
 
 
+def test_assign_targets_match_threshold():
+    # Anchor 3 has IoU 0.01 / 0.19 = 0.053 with gt1 ([0.5, 0.5, 0.7, 0.7]): negative at the default
+    # 0.5, a positive of gt1 at 0.05. Anchor 2 stays gt1's (forced) match either way.
+    low = targets.assign_targets_single(TARGET_ANCHORS, GT_BOXES, GT_CLASSES, NUM_CLASSES, match_threshold=0.05)
+    np.testing.assert_array_equal(low["positive_mask"].numpy(), [1, 1, 1, 1, 0])
+    np.testing.assert_array_equal(low["cls_targets"].numpy()[3], [0, 1, 0, 0])
+    np.testing.assert_allclose(low["box_targets"].numpy()[3], _hand_encode(GT_BOXES[2], TARGET_ANCHORS[3]),
+                               atol=1e-5)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="match_threshold"):
+            targets.assign_targets_single(TARGET_ANCHORS, GT_BOXES, GT_CLASSES, NUM_CLASSES, match_threshold=bad)
+
+
 def test_assign_targets_empty_groundtruth():
     for boxes, classes in [
         (np.zeros((0, 4), np.float32), np.zeros((0,), np.int32)),

@@ -115,3 +115,19 @@ def test_eval_dataset_keeps_original_sizes_and_pads(data):
 def test_missing_files_are_reported():
     with pytest.raises(FileNotFoundError, match="no TFRecord files match"):
         pipeline.eval_dataset("/nonexistent/val-*.tfrecord", 64, 4)
+
+
+def test_training_targets_use_the_configured_match_threshold(data):
+    from mobiledets_tf.config import load_config
+    from mobiledets_tf.training.task import DataSources, DetectionTask
+
+    def first_targets(threshold):
+        config = load_config(None, ["model.input_size=64,model.num_classes=6,model.depth_multiplier=0.25,"
+                                    f"data.shuffle_buffer=16,train.batch_size=4,model.match_threshold={threshold}"])
+        sources = DataSources(data.train_pattern, "", "", [], [], 6)
+        task = DetectionTask(config, tf.distribute.get_strategy(), data=sources)
+        assert task.detector.match_threshold == threshold
+        return next(iter(task.train_dataset_fn()))[1]["positive_mask"].numpy()
+
+    default, low = first_targets(0.5), first_targets(0.3)
+    assert (low >= default).all() and low.sum() > default.sum() > 0

@@ -75,6 +75,7 @@ def augment_and_resize(example: Dict[str, tf.Tensor], input_size: int, seed, ssd
 def train_dataset(pattern: str, anchors, num_classes: int, input_size: int, batch_size: int,
                   seed: int = 0, max_boxes: int = 100, ssd_crop: bool = True, flip: bool = True,
                   shuffle_buffer: int = 1000, cache: bool = False,
+                  match_threshold: float = target_lib.MATCH_THRESHOLD,
                   input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
     """Endless batches of (images [B, S, S, 3] in [-1, 1], targets dict) for `batch_size` images.
 
@@ -92,7 +93,7 @@ def train_dataset(pattern: str, anchors, num_classes: int, input_size: int, batc
         element_seed = tf.stack([tf.cast(seed * 1000 + pipeline_id, tf.int64), index])
         image, boxes, classes = augment_and_resize(example, input_size, element_seed, ssd_crop, flip)
         boxes, classes = _pad(boxes, max_boxes, 0.0), _pad(classes, max_boxes, -1)
-        targets = target_lib.assign_targets_single(anchors, boxes, classes, num_classes)
+        targets = target_lib.assign_targets_single(anchors, boxes, classes, num_classes, match_threshold)
         return image * (2.0 / 255.0) - 1.0, targets
 
     dataset = examples.enumerate().map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)

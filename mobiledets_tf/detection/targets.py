@@ -1,7 +1,7 @@
 """SSD target assignment: matches anchors to groundtruth boxes and builds training targets.
 
 Follows the TF1 Object Detection API SSDLite setup: IoU similarity, argmax matching with
-matched = unmatched threshold = 0.5 (IoU >= 0.5 positive, < 0.5 negative, no ignore band),
+matched = unmatched threshold (by default 0.5: IoU >= 0.5 positive, < 0.5 negative, no ignore band),
 a forced match for every groundtruth box, background encoded as zeros and box targets encoded
 with the (10, 10, 5, 5) Faster R-CNN box coder.
 
@@ -28,10 +28,15 @@ def _check_num_classes(num_classes: int) -> None:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
 
 
-def _make_matcher() -> box_matcher.BoxMatcher:
-    """IoU < 0.5 -> negative, IoU >= 0.5 -> positive; each groundtruth gets its best anchor."""
+def _check_match_threshold(match_threshold: float) -> None:
+    if not 0.0 < match_threshold <= 1.0:
+        raise ValueError(f"match_threshold must be in (0, 1], got {match_threshold!r}")
+
+
+def _make_matcher(match_threshold: float) -> box_matcher.BoxMatcher:
+    """IoU < threshold -> negative, IoU >= threshold -> positive; each groundtruth gets its best anchor."""
     return box_matcher.BoxMatcher(
-        thresholds=[MATCH_THRESHOLD],
+        thresholds=[match_threshold],
         indicators=[_NEGATIVE, _POSITIVE],
         force_match_for_each_col=True,
     )
@@ -50,6 +55,7 @@ def assign_targets_single(
     gt_boxes: tf.Tensor,
     gt_classes: tf.Tensor,
     num_classes: int,
+    match_threshold: float = MATCH_THRESHOLD,
 ) -> Dict[str, tf.Tensor]:
     """Targets for one image.
 
@@ -58,6 +64,7 @@ def assign_targets_single(
       gt_boxes: [N, 4] normalized (ymin, xmin, ymax, xmax); N may be 0.
       gt_classes: [N] int class ids in [0, num_classes), -1 for padding rows (never matched).
       num_classes: number of object classes (without background).
+      match_threshold: anchors with IoU >= this with a groundtruth box are its positives.
 
     Returns:
       dict with `cls_targets` [A, num_classes + 1] float one-hot (column 0 = background, always 0;
@@ -65,6 +72,7 @@ def assign_targets_single(
       for negatives) and `positive_mask` [A] float 1/0.
     """
     _check_num_classes(num_classes)
+    _check_match_threshold(match_threshold)
     anchors = tf.convert_to_tensor(anchors, dtype=tf.float32)
     if anchors.shape.rank != 2 or anchors.shape[-1] != 4 or anchors.shape[0] is None:
         raise ValueError(f"anchors must have static shape [A, 4], got {anchors.shape}")
@@ -80,7 +88,7 @@ def assign_targets_single(
     classes = tf.boolean_mask(gt_classes, is_real)
 
     similarity = iou_similarity.IouSimilarity()(anchors, boxes)  # [A, N_real]
-    match_indices, match_indicators = _make_matcher()(similarity)  # [A], [A]
+    match_indices, match_indicators = _make_matcher(match_threshold)(similarity)  # [A], [A]
     positive = tf.equal(match_indicators, _POSITIVE)
     negative = tf.logical_not(positive)
 
@@ -107,12 +115,14 @@ def assign_targets(
     gt_boxes: tf.Tensor,
     gt_classes: tf.Tensor,
     num_classes: int,
+    match_threshold: float = MATCH_THRESHOLD,
 ) -> Dict[str, tf.Tensor]:
     """Batched `assign_targets_single`: gt_boxes [B, N, 4], gt_classes [B, N] (-1 = padding).
 
     Returns `cls_targets` [B, A, num_classes + 1], `box_targets` [B, A, 4], `positive_mask` [B, A].
     """
     _check_num_classes(num_classes)
+    _check_match_threshold(match_threshold)
     anchors = tf.convert_to_tensor(anchors, dtype=tf.float32)
     if anchors.shape.rank != 2 or anchors.shape[-1] != 4 or anchors.shape[0] is None:
         raise ValueError(f"anchors must have static shape [A, 4], got {anchors.shape}")
@@ -124,7 +134,7 @@ def assign_targets(
             f"{gt_boxes.shape} and {gt_classes.shape}; use assign_targets_single for one image"
         )
     return tf.map_fn(
-        lambda image: assign_targets_single(anchors, image[0], image[1], num_classes),
+        lambda image: assign_targets_single(anchors, image[0], image[1], num_classes, match_threshold),
         (gt_boxes, gt_classes),
         fn_output_signature=_target_signature(int(anchors.shape[0]), num_classes),
     )

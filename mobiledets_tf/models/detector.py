@@ -57,7 +57,8 @@ class SSDLiteDetector:
                  input_size: int = DEFAULT_INPUT_SIZE, depth_multiplier: float = 1.0,
                  min_depth: int = 16, batch_size: Optional[int] = None, quantization: str = "",
                  float_checkpoint: Optional[str] = None, anchor_min_scale: float = 0.2,
-                 anchor_max_scale: float = 0.95, l2_weight: float = defaults.L2_WEIGHT):
+                 anchor_max_scale: float = 0.95, l2_weight: float = defaults.L2_WEIGHT,
+                 match_threshold: float = target_lib.MATCH_THRESHOLD):
         if quantization not in QUANTIZATION_MODES:
             raise ValueError(f"quantization must be one of {QUANTIZATION_MODES}, got {quantization!r}")
         self.arch = load_arch(arch)
@@ -65,6 +66,7 @@ class SSDLiteDetector:
         self.num_classes = num_classes
         self.input_size = input_size
         self.depth_multiplier = depth_multiplier
+        self.match_threshold = match_threshold
         self.feature_map_sizes = anchor_lib.feature_map_sizes_for_input(input_size)
         self.anchors = anchor_lib.generate_anchors(self.feature_map_sizes, min_scale=anchor_min_scale,
                                                    max_scale=anchor_max_scale)
@@ -86,7 +88,7 @@ class SSDLiteDetector:
                    depth_multiplier=m.depth_multiplier, min_depth=m.min_depth, batch_size=batch_size,
                    quantization=m.quantization, float_checkpoint=float_checkpoint,
                    anchor_min_scale=m.anchor_min_scale, anchor_max_scale=m.anchor_max_scale,
-                   l2_weight=m.l2_weight)
+                   l2_weight=m.l2_weight, match_threshold=m.match_threshold)
 
     @staticmethod
     def preprocess(images) -> tf.Tensor:
@@ -95,7 +97,8 @@ class SSDLiteDetector:
 
     def assign_targets(self, gt_boxes, gt_classes) -> Dict[str, tf.Tensor]:
         """Batched targets for padded groundtruth (class -1 marks padding rows)."""
-        return target_lib.assign_targets(self.anchors, gt_boxes, gt_classes, self.num_classes)
+        return target_lib.assign_targets(self.anchors, gt_boxes, gt_classes, self.num_classes,
+                                         self.match_threshold)
 
     def losses(self, predictions, targets, normalizer=None) -> Dict[str, tf.Tensor]:
         box_encodings, class_logits = predictions

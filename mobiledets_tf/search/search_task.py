@@ -40,7 +40,7 @@ class SearchTask(DetectionTask):
         return Supernet(self.space, num_classes=m.num_classes, input_size=m.input_size,
                         depth_multiplier=m.depth_multiplier, min_depth=m.min_depth,
                         anchor_min_scale=m.anchor_min_scale, anchor_max_scale=m.anchor_max_scale,
-                        l2_weight=m.l2_weight)
+                        l2_weight=m.l2_weight, match_threshold=m.match_threshold)
 
     def predict(self, images, training: bool, choices=None):
         return self.detector(images, choices)

@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from mobiledets_tf.arch.spec import ArchSpec
 from mobiledets_tf.detection import anchors as anchor_lib
+from mobiledets_tf.detection.targets import MATCH_THRESHOLD
 from mobiledets_tf.keras import keras
 from mobiledets_tf.layers import defaults
 from mobiledets_tf.layers.activations import activation_layer
@@ -233,14 +234,15 @@ class Supernet:
 
     def __init__(self, space: SearchSpace, num_classes: int, input_size: int,
                  depth_multiplier: float = 1.0, min_depth: int = 16, anchor_min_scale: float = 0.2,
-                 anchor_max_scale: float = 0.95, l2_weight: float = defaults.L2_WEIGHT):
+                 anchor_max_scale: float = 0.95, l2_weight: float = defaults.L2_WEIGHT,
+                 match_threshold: float = MATCH_THRESHOLD):
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.space = space
         self.num_classes, self.input_size = num_classes, input_size
         self.depth_multiplier, self.min_depth = depth_multiplier, min_depth
         self.anchor_min_scale, self.anchor_max_scale = anchor_min_scale, anchor_max_scale
-        self.l2_weight = l2_weight
+        self.l2_weight, self.match_threshold = l2_weight, match_threshold
         self.feature_map_sizes = anchor_lib.feature_map_sizes_for_input(input_size)
         self.anchors = anchor_lib.generate_anchors(self.feature_map_sizes, min_scale=anchor_min_scale,
                                                    max_scale=anchor_max_scale)
@@ -275,7 +277,7 @@ def standalone_from_supernet(supernet: Supernet, indices: Sequence[int],
         arch, num_classes=supernet.num_classes, input_size=supernet.input_size,
         depth_multiplier=supernet.depth_multiplier, min_depth=supernet.min_depth, batch_size=batch_size,
         anchor_min_scale=supernet.anchor_min_scale, anchor_max_scale=supernet.anchor_max_scale,
-        l2_weight=supernet.l2_weight)
+        l2_weight=supernet.l2_weight, match_threshold=supernet.match_threshold)
     model = detector.float_model
     filled = set()
     for block in supernet.model.blocks:

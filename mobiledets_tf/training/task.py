@@ -98,7 +98,7 @@ class DetectionTask:
             self.data.train_pattern, self.detector.anchors, c.model.num_classes, c.model.input_size,
             batch, seed=c.train.seed, max_boxes=c.data.max_boxes, ssd_crop=c.data.ssd_random_crop,
             flip=c.data.random_flip, shuffle_buffer=c.data.shuffle_buffer, cache=c.data.cache,
-            input_context=input_context)
+            match_threshold=self.detector.match_threshold, input_context=input_context)
 
     def distributed_train_dataset(self):
         return self.strategy.distribute_datasets_from_function(self.train_dataset_fn)

@@ -128,19 +128,28 @@ def test_search_writes_an_architecture_of_the_space(tiny_data_dir, space_path, c
     assert row["architecture"] == "searched_small_edgetpu" and row["median_ms"] > 0, timed.stdout
 
 
+def _latest_step(model_dir) -> int:
+    latest = tf.train.latest_checkpoint(str(model_dir)) if model_dir.exists() else None
+    return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+
 @pytest.mark.slow
 def test_sigkill_resumes_with_the_controller_intact(tiny_data_dir, space_path, cost_model_path, tmp_path):
     model_dir = tmp_path / "search"
     config = search_config(tmp_path, 40, space_path, rl_delay=0.1, warmup=0.1, rl_learning_rate=0.5)
     command = [sys.executable, "-m", "mobiledets_tf.bin.search", f"--config={config}", f"--model_dir={model_dir}",
                f"--cost_model={cost_model_path}", "--target_ms=30"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 600
-    while time.time() < deadline and not (model_dir / "ckpt-12.index").exists():
-        assert process.poll() is None, process.stderr.read()[-3000:]
-        time.sleep(0.5)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    log = tmp_path / "killed_search.log"  # a file, not a pipe that nobody reads while it fills
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.time() + 600
+        # Waits on the checkpoint state file, which is written after a checkpoint's files: a kill
+        # between the two leaves the previous checkpoint as the latest.
+        while time.time() < deadline and _latest_step(model_dir) < 12:
+            assert process.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.5)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
     latest = tf.train.latest_checkpoint(str(model_dir))
     step = int(latest.rsplit("-", 1)[1])
     assert 12 <= step < 40

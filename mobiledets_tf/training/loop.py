@@ -84,7 +84,8 @@ class TrainingLoop:
     def restore(self) -> Optional[str]:
         """Resumes from the latest checkpoint in model_dir (train.init_checkpoint, if any, was
         already restored into the float model when the task was built)."""
-        latest = self.manager.restore_or_initialize()
+        latest = self.manager.latest_checkpoint
+        self._restored = self.checkpoint.restore(latest) if latest else None
         if latest:
             logging.info("Resumed from %s at step %d", latest, self.step)
         elif self.task.config.train.init_checkpoint:
@@ -95,6 +96,8 @@ class TrainingLoop:
         train = self.task.config.train
         self.restore()
         if self.step >= train.steps:
+            if self._restored is not None:   # the optimizer slots are never built: not a partial restore
+                self._restored.expect_partial()
             logging.info("Already at step %d of %d: nothing to train", self.step, train.steps)
             return {}
         loop = _StepLoop(self.task, self.task.distributed_train_dataset())

@@ -175,6 +175,19 @@ def test_edgetpu_backend_through_the_standin_runtime(exported, edgetpu_standin, 
     assert rows[0].multiply_adds == exported["stats"]["madds"]
 
 
+def test_benchmark_binary_writes_every_row_and_fails_when_one_could_not_be_measured(exported, edgetpu_standin,
+                                                                                   tmp_path):
+    compiled = tmp_path / "mobiledet_edgetpu_64_int8_edgetpu.tflite"
+    shutil.copy(exported["int8"], compiled)
+    run = run_binary("benchmark", "--backend=edgetpu", f"--edgetpu_library={edgetpu_standin}", f"--models={compiled}",
+                     "--targets=edgetpu:device=usb:0,edgetpu:device=usb:1", "--warmup_runs=1", "--num_runs=3",
+                     f"--output_dir={tmp_path / 'tables'}", check=False)
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert "1 of 2 rows could not be measured" in run.stderr
+    rows = json.loads((tmp_path / "tables" / "latency.json").read_text())["rows"]
+    assert [bool(row["error"]) for row in rows] == [False, True] and rows[0]["median_ms"] > 0
+
+
 def test_edgetpu_backend_without_the_runtime_and_with_a_crashing_one(exported, edgetpu_standin, tmp_path):
     compiled = tmp_path / "tiny_int8_edgetpu.tflite"
     shutil.copy(exported["int8"], compiled)

@@ -9,7 +9,8 @@
 Single-threaded by default (the paper's protocol), warm-up runs then timed runs. Writes
 OUTPUT_DIR/NAME.md, .csv and .json (model, architecture, precision, backend/target, device, threads,
 median/mean/p90/std/min latency, multiply-adds, parameters, AP when known) and NAME.png, a
-latency-vs-AP Pareto plot. A row that cannot be measured says why; the others are still produced.
+latency-vs-AP Pareto plot. A row that cannot be measured says why; the others are still produced,
+and the command then exits with status 1, so scripts notice.
 """
 import os
 import sys
@@ -65,7 +66,8 @@ def main(argv):
     print(f"tables: {stem}.md {stem}.csv {stem}.json\nplot: {stem}.png")
     failed = sum(1 for row in rows if row.error)
     if failed:
-        print(f"{failed} of {len(rows)} rows could not be measured (see their error column)")
+        sys.exit(f"mobiledets-benchmark: {failed} of {len(rows)} rows could not be measured (see their error "
+                 f"column in {stem}.md)")
 
 
 def run():

@@ -191,8 +191,10 @@ def test_binary_fit_eval_predict(tmp_path):
     share = saved["metrics"]["holdout"]["within_10"]
     assert f"within +-10%         {100 * share:.1f}%" in fitted.stdout
 
-    evaluated = run_binary("cost_model", "eval", f"--model={model_path}", f"--data={tmp_path / 'other.jsonl'}")
-    assert "architectures        60" in evaluated.stdout and (tmp_path / "other_eval.png").exists()
+    evaluated = run_binary("cost_model", "eval", f"--model={model_path}", f"--data={tmp_path / 'other.jsonl'}",
+                           f"--output={tmp_path / 'plots' / 'other.png'}")
+    assert "architectures        60" in evaluated.stdout and (tmp_path / "plots" / "other.png").exists()
+    assert not (tmp_path / "other_eval.png").exists()   # nothing written next to the data
 
     predicted = run_binary("cost_model", "predict", f"--model={model_path}", "--arch=mobiledet_cpu")
     model, space = CostModel.load(str(model_path)), SETTINGS.load_space()

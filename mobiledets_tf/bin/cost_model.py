@@ -9,7 +9,8 @@
 `fit` pools one or more latency datasets (mobiledets-latency-data) measured with the same settings,
 keeps --holdout random architectures aside, fits on the rest and reports the held-out mean absolute
 percentage error, R^2, Kendall tau and the share predicted within +-10% (also written into the model
-file), with a predicted-vs-measured plot next to --output. --statistic chooses which figure of each
+file), with a predicted-vs-measured plot next to --output (eval writes its plot to --output, by
+default `<data>_eval.png` in the current folder). --statistic chooses which figure of each
 architecture's timed runs is fitted (the dataset's median by default, or the minimum). `eval` scores
 a model on other data; `predict` gives the predicted latency of ArchSpecs (names or files) that lie in the model's space;
 `measure` also exports and times them exactly as the model's latency data was measured (precision,
@@ -39,7 +40,8 @@ from mobiledets_tf.search.space import SearchSpaceError, load_space
 
 COMMANDS = ("fit", "eval", "predict", "measure")
 DATA = flags.DEFINE_list("data", [], "Latency datasets (JSONL from mobiledets-latency-data).")
-OUTPUT = flags.DEFINE_string("output", None, "fit: the cost model file to write (JSON).")
+OUTPUT = flags.DEFINE_string("output", None, "fit: the cost model file to write (JSON); eval: the plot to "
+                              "write (default: <first data file's name>_eval.png in the current folder).")
 MODEL = flags.DEFINE_string("model", None, "eval / predict: a cost model file.")
 HOLDOUT = flags.DEFINE_integer("holdout", 50, "fit: architectures kept aside to evaluate the fit.")
 RIDGE = flags.DEFINE_float("ridge", None, "fit: ridge strength (default: chosen by 5-fold cross-validation).")
@@ -120,7 +122,7 @@ def run_eval():
     print(f"cost model {model.describe()}")
     print_metrics(f"on {', '.join(DATA.value)}", metrics)
     if PLOT.value:
-        plot = os.path.splitext(DATA.value[0])[0] + "_eval.png"
+        plot = OUTPUT.value or os.path.splitext(os.path.basename(DATA.value[0]))[0] + "_eval.png"
         plot_predictions([("data", model.predict_many(space, [r["indices"] for r in rows]),
                            [r["latency_ms"] for r in rows])], plot, f"cost model {model.describe()}")
         print(f"plot: {plot}")

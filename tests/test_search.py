@@ -17,6 +17,7 @@ from conftest import run_binary, tiny_config_yaml
 from mobiledets_tf.arch import load_arch
 from mobiledets_tf.search.cost_model import CostModel, fit
 from mobiledets_tf.search.space import load_space
+from mobiledets_tf.search.tunas import architecture_name
 
 # A small space keeps the supernet quick to compile: 4 searchable layers of 4 ops over a MobileDet-like
 # skeleton (the shipped spaces have 19-30 decisions of up to 12 ops; test_supernet.py covers them).
@@ -120,12 +121,14 @@ def test_search_writes_an_architecture_of_the_space(tiny_data_dir, space_path, c
     out = tmp_path / "export"
     run_binary("export", f"--model_dir={tmp_path / 'train'}", f"--output_dir={out}", "--precision=int8",
                "--calibration_images=4", "--nosaved_model")
-    model = out / "searched_small_edgetpu_64_int8.tflite"
+    name = architecture_name("searched", space, target)
+    assert arch.name == name and name.startswith("searched_small_edgetpu_") and "." not in name
+    model = out / f"{name}_64_int8.tflite"
     assert model.exists(), sorted(os.listdir(out))
     timed = run_binary("benchmark", f"--models={model}", "--num_runs=3", "--warmup_runs=1",
                        f"--output_dir={tmp_path / 'tables'}", "--name=searched")
     row = json.loads((tmp_path / "tables" / "searched.json").read_text())["rows"][0]
-    assert row["architecture"] == "searched_small_edgetpu" and row["median_ms"] > 0, timed.stdout
+    assert row["architecture"] == name and row["median_ms"] > 0, timed.stdout
 
 
 def _latest_step(model_dir) -> int:
@@ -184,6 +187,13 @@ def test_bad_input_is_named(tiny_data_dir, space_path, cost_model_path, tmp_path
     assert not os.path.exists(tmp_path / "s" / "searched_arch.yaml")
 
 
+def test_result_names_carry_the_target():
+    space = load_space("ibn_fused_tucker", "cpu")
+    assert architecture_name("searched", space, 20.0) == "searched_ibn_fused_tucker_cpu_20ms"
+    assert architecture_name("random", space, 12.5) == "random_ibn_fused_tucker_cpu_12p5ms"
+    assert architecture_name("searched", space, 12.34567) == "searched_ibn_fused_tucker_cpu_12p35ms"
+
+
 def test_random_baseline_samples_near_the_target(tiny_data_dir, space_path, cost_model_path, tmp_path):
     cost, space = CostModel.load(cost_model_path), load_space(space_path, "edgetpu")
     uniform = [np.full(len(d.choices), 1 / len(d.choices)) for d in space.decisions]
@@ -196,7 +206,9 @@ def test_random_baseline_samples_near_the_target(tiny_data_dir, space_path, cost
     assert len(record["architectures"]) == 3 and run.stdout.count("predicted") == 3
     seen = set()
     for k, entry in enumerate(record["architectures"]):
-        indices = space.indices_of(load_arch(str(out / f"random_arch_{k}.yaml")))
+        arch = load_arch(str(out / f"random_arch_{k}.yaml"))
+        assert arch.name == f"{architecture_name('random', space, target)}_{k}"
+        indices = space.indices_of(arch)
         assert indices == entry["indices"] and tuple(indices) not in seen
         seen.add(tuple(indices))
         assert entry["predicted_ms"] == pytest.approx(cost.predict(space, indices))

@@ -54,6 +54,7 @@ def write_random_baseline(config, cost_model) -> None:
     """Random architectures near the target, as ArchSpec files plus a JSON summary."""
     from mobiledets_tf.search.random_search import sample_near_target
     from mobiledets_tf.search.search_task import search_space_of
+    from mobiledets_tf.search.tunas import architecture_name
 
     space, s = search_space_of(config), config.search
     if s.target_ms <= 0:
@@ -64,7 +65,7 @@ def write_random_baseline(config, cost_model) -> None:
     records = []
     for k, (indices, predicted) in enumerate(found):
         path = os.path.join(MODEL_DIR.value, f"random_arch_{k}.yaml")
-        space.to_arch_spec(indices, name=f"random_{space.name}_{space.platform}_{k}",
+        space.to_arch_spec(indices, name=f"{architecture_name('random', space, s.target_ms)}_{k}",
                            description=f"random architecture of {space.tag} predicted at {predicted:.2f} ms "
                                        f"(target {s.target_ms:g} ms)").save(path)
         records.append({"path": path, "indices": indices, "predicted_ms": predicted})

@@ -47,6 +47,13 @@ class SearchResult:
     json_path: str
 
 
+def architecture_name(kind: str, space, target_ms: float) -> str:
+    """ArchSpec name of a search result ("searched") or random baseline ("random"): the space, the
+    platform and the target, so results of different targets keep distinct names
+    (searched_ibn_fused_tucker_cpu_20ms, ..._12p5ms)."""
+    return f"{kind}_{space.name}_{space.platform}_{target_ms:.4g}ms".replace(".", "p")
+
+
 QUALITY_IOU_THRESHOLDS = {"AP50": 0.5, "AP": None}   # search.quality_metric -> COCO IoU threshold(s)
 
 
@@ -186,7 +193,7 @@ class SearchLoop:
         predicted = self.predicted_ms(indices)
         s = self.config.search
         arch = self.space.to_arch_spec(
-            indices, name=f"searched_{self.space.name}_{self.space.platform}",
+            indices, name=architecture_name("searched", self.space, s.target_ms),
             description=f"TuNAS search over {self.space.tag}, target {s.target_ms:g} ms, predicted "
                         f"{predicted:.2f} ms ({self.cost_model.describe()})")
         arch_path = os.path.join(self.model_dir, "searched_arch.yaml")

@@ -75,8 +75,7 @@ def quality(task: SearchTask, architectures):
     for indices in architectures:
         images, groundtruth = next(batches)
         detections = detect(images, tf.constant(indices, tf.int32))
-        values.append(minibatch_quality({k: np.asarray(v) for k, v in groundtruth.items()},
-                                        {k: np.asarray(v) for k, v in detections.items()}, label_map, "AP50"))
+        values.append(minibatch_quality(groundtruth, detections, label_map, "AP50"))
     return values
 
 

@@ -22,7 +22,7 @@ import json
 import math
 import os
 import time
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -57,11 +57,12 @@ def architecture_name(kind: str, space, target_ms: float) -> str:
 QUALITY_IOU_THRESHOLDS = {"AP50": 0.5, "AP": None}   # search.quality_metric -> COCO IoU threshold(s)
 
 
-def minibatch_quality(groundtruth: Dict[str, np.ndarray], detections: Dict[str, np.ndarray], label_map,
+def minibatch_quality(groundtruth: Dict[str, Any], detections: Dict[str, Any], label_map,
                       metric: str) -> float:
-    """COCO AP50 (or AP) of detections on one mini-batch; 0 when nothing is detected."""
+    """COCO AP50 (or AP) of detections (arrays or tensors) on one mini-batch; 0 when nothing is detected."""
     evaluator = DetectionEvaluator(label_map)
-    evaluator.add(groundtruth, detections)
+    evaluator.add({k: np.asarray(v) for k, v in groundtruth.items()},
+                  {k: np.asarray(v) for k, v in detections.items()})
     value = evaluator.average_precision(QUALITY_IOU_THRESHOLDS[metric])
     return max(value, 0.0)   # COCO's -1 (undefined) counts as no quality
 
@@ -123,9 +124,7 @@ class SearchLoop:
         local = strategy.experimental_local_results
         qualities, costs, rewards = [], [], []
         for r, (gt, det) in enumerate(zip(local(groundtruth), local(detections))):
-            quality = minibatch_quality({k: np.asarray(v) for k, v in gt.items()},
-                                        {k: np.asarray(v) for k, v in det.items()}, self.label_map,
-                                        s.quality_metric)
+            quality = minibatch_quality(gt, det, self.label_map, s.quality_metric)
             cost = self.predicted_ms(samples[r])
             qualities.append(quality)
             costs.append(cost)

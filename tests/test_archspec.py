@@ -23,6 +23,19 @@ def test_yaml_and_json_round_trip(name, tmp_path):
     assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
 
 
+def test_batch_norm_epsilon_per_architecture_reaches_every_backbone_batch_norm():
+    from mobiledets_tf.models.detector import build_ssdlite_model
+    assert load_arch("mobiledet_cpu").batch_norm_epsilon == 0.01
+    spec = load_arch("mobilenet_v2")
+    assert spec.batch_norm_epsilon == 0.001 and "batch_norm_epsilon: 0.001" in spec.to_yaml()
+    model = build_ssdlite_model(spec, num_classes=3, input_size=96)
+    epsilons = {layer.name.split("_")[0]: layer.epsilon for layer in model.layers
+                if layer.__class__.__name__ == "BatchNormalization"}
+    assert epsilons["backbone"] == 0.001 and epsilons["extra1"] == 0.001
+    assert {layer.epsilon for layer in model.layers
+            if layer.name.startswith("backbone") and hasattr(layer, "epsilon")} == {0.001}
+
+
 def test_yaml_writes_one_block_per_line(tmp_path):
     text = load_arch("mobiledet_edgetpu").to_yaml()
     block_lines = [l for l in text.splitlines() if l.startswith("- {")]
@@ -104,6 +117,7 @@ INVALID = {
     "blocks not a list": (dict(_base(), blocks={"0": 1}), r"'blocks' must be a non-empty list"),
     "missing name": (_without("name"), r"missing key 'name'"),
     "unknown se_gate": (dict(_base(), se_gate="softmax"), r"unknown se_gate 'softmax'"),
+    "zero batch-norm epsilon": (dict(_base(), batch_norm_epsilon=0), r"field 'batch_norm_epsilon' must be > 0"),
     "not a mapping": ([1, 2], r"an architecture must be a mapping"),
 }
 

@@ -40,7 +40,9 @@ OPTIONAL_FIELDS = {
     "fused": ("se", "residual", "activation"),
     "tucker": ("residual", "activation"),
 }
-_SPEC_KEYS = ("name", "description", "activation", "se_gate", "se_activation", "blocks", "endpoints")
+_SPEC_KEYS = ("name", "description", "activation", "se_gate", "se_activation", "batch_norm_epsilon",
+              "blocks", "endpoints")
+DEFAULT_BATCH_NORM_EPSILON = 0.01  # the MobileDets backbones' (TF-slim MobileNets use 0.001)
 
 
 class ArchSpecError(ValueError):
@@ -85,6 +87,7 @@ class ArchSpec:
     se_gate: str = "sigmoid"
     se_activation: Optional[str] = None  # None: each block's own activation
     description: str = ""
+    batch_norm_epsilon: float = DEFAULT_BATCH_NORM_EPSILON  # of every backbone BatchNorm
 
     def block_activation(self, block: BlockSpec) -> str:
         return block.activation or self.activation
@@ -107,6 +110,8 @@ class ArchSpec:
             data["se_gate"] = self.se_gate
         if self.se_activation:
             data["se_activation"] = self.se_activation
+        if self.batch_norm_epsilon != DEFAULT_BATCH_NORM_EPSILON:
+            data["batch_norm_epsilon"] = self.batch_norm_epsilon
         data["blocks"] = [b.to_dict() for b in self.blocks]
         data["endpoints"] = {k: e.to_yaml() for k, e in self.endpoints.items()}
         return data
@@ -231,6 +236,8 @@ def _parse_spec(data: Any, source: str) -> ArchSpec:
     for key, choices in (("activation", ACTIVATIONS), ("se_activation", ACTIVATIONS), ("se_gate", SE_GATES)):
         if data.get(key) is not None and data[key] not in choices:
             _fail(source, f"unknown {key} {data[key]!r}; expected one of {', '.join(choices)}")
+    if "batch_norm_epsilon" in data:
+        check_number(source, "batch_norm_epsilon", data["batch_norm_epsilon"], float, low=0, low_open=True)
     raw_blocks = data["blocks"]
     if not isinstance(raw_blocks, list) or not raw_blocks:
         _fail(source, "'blocks' must be a non-empty list")
@@ -267,4 +274,5 @@ def _parse_spec(data: Any, source: str) -> ArchSpec:
                     activation=data.get("activation") or "relu6",
                     se_gate=data.get("se_gate") or "sigmoid",
                     se_activation=data.get("se_activation"),
-                    description=data.get("description") or "")
+                    description=data.get("description") or "",
+                    batch_norm_epsilon=float(data.get("batch_norm_epsilon", DEFAULT_BATCH_NORM_EPSILON)))

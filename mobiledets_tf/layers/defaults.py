@@ -16,7 +16,7 @@ L2_WEIGHT = 4e-5
 BACKBONE_BN = {"momentum": 0.99, "epsilon": 0.01}
 HEAD_BN = {"momentum": 0.97, "epsilon": 0.001}
 
-_batch_norm_options = {"synchronized": False}
+_batch_norm_options = {"synchronized": False, "backbone_epsilon": BACKBONE_BN["epsilon"]}
 _regularizer_options = {"l2_weight": L2_WEIGHT}
 
 
@@ -31,8 +31,22 @@ def synchronized_batch_norm(enabled: bool = True):
         _batch_norm_options["synchronized"] = previous
 
 
+@contextlib.contextmanager
+def backbone_batch_norm_epsilon(epsilon: float):
+    """Within this context, new backbone BatchNorm layers use `epsilon` (an ArchSpec's)."""
+    previous = _batch_norm_options["backbone_epsilon"]
+    _batch_norm_options["backbone_epsilon"] = epsilon
+    try:
+        yield
+    finally:
+        _batch_norm_options["backbone_epsilon"] = previous
+
+
 def batch_norm(params: dict, name: str) -> keras.layers.BatchNormalization:
-    """A BatchNorm layer with `params` (BACKBONE_BN or HEAD_BN), synchronized if so configured."""
+    """A BatchNorm layer with `params` (BACKBONE_BN or HEAD_BN), synchronized if so configured;
+    BACKBONE_BN takes the epsilon of the current `backbone_batch_norm_epsilon` context."""
+    if params is BACKBONE_BN:
+        params = {**params, "epsilon": _batch_norm_options["backbone_epsilon"]}
     return keras.layers.BatchNormalization(
         **params, synchronized=_batch_norm_options["synchronized"], name=name)
 

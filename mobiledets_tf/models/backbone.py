@@ -7,7 +7,7 @@ from typing import Dict, List, Tuple
 
 from mobiledets_tf.arch.spec import ArchSpec, BlockSpec
 from mobiledets_tf.layers import (Block, ConvBnAct, FusedInvertedBottleneck, InvertedBottleneck,
-                                  TuckerConv, round_filters)
+                                  TuckerConv, defaults, round_filters)
 
 
 def make_block(spec: ArchSpec, block: BlockSpec, in_channels: int, depth_multiplier: float,
@@ -31,12 +31,13 @@ def make_block(spec: ArchSpec, block: BlockSpec, in_channels: int, depth_multipl
 
 
 def make_blocks(spec: ArchSpec, depth_multiplier: float = 1.0, prefix: str = "backbone") -> List[Block]:
-    """All block layers of `spec`, in order (input width 3)."""
+    """All block layers of `spec`, in order (input width 3), with the spec's BatchNorm epsilon."""
     blocks, in_channels = [], 3
-    for index, block in enumerate(spec.blocks):
-        layer = make_block(spec, block, in_channels, depth_multiplier, f"{prefix}_b{index:02d}")
-        blocks.append(layer)
-        in_channels = round_filters(block.filters, depth_multiplier)
+    with defaults.backbone_batch_norm_epsilon(spec.batch_norm_epsilon):
+        for index, block in enumerate(spec.blocks):
+            layer = make_block(spec, block, in_channels, depth_multiplier, f"{prefix}_b{index:02d}")
+            blocks.append(layer)
+            in_channels = round_filters(block.filters, depth_multiplier)
     return blocks
 
 

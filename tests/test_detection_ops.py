@@ -22,8 +22,9 @@ LAYER_OFFSETS_320 = np.cumsum([0] + [h * w * k for (h, w), k in zip(SIZES_320, [
 def test_feature_map_sizes_for_input():
     assert anchors_lib.feature_map_sizes_for_input(320) == SIZES_320
     assert anchors_lib.feature_map_sizes_for_input(256) == [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1), (1, 1)]
-    for bad in (300, 0, -32, 320.0):
-        with pytest.raises(ValueError, match="multiple of 32"):
+    assert anchors_lib.feature_map_sizes_for_input(300) == [(19, 19), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]
+    for bad in (32, 0, -32, 320.0, True):
+        with pytest.raises(ValueError, match=">= 33"):
             anchors_lib.feature_map_sizes_for_input(bad)
 
 

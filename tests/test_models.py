@@ -105,10 +105,16 @@ def test_anchor_count_and_feature_maps():
         3 * 256 + 6 * (64 + 16 + 4 + 1 + 1)
 
 
-@pytest.mark.parametrize("bad", [300, 0, -32, 320.0])
-def test_input_size_must_be_a_multiple_of_32(bad):
-    with pytest.raises(ValueError, match="multiple of 32"):
+@pytest.mark.parametrize("bad", [32, 0, -32, 320.0])
+def test_input_size_must_be_an_integer_of_at_least_33(bad):
+    with pytest.raises(ValueError, match=">= 33"):
         SSDLiteDetector("mobiledet_cpu", input_size=bad)
+
+
+def test_input_size_300_gives_the_grids_of_same_padding():
+    detector = SSDLiteDetector("mobilenet_v2", num_classes=90, input_size=300)
+    assert detector.feature_map_sizes == [(19, 19), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]
+    assert len(detector.anchors) == 3 * 361 + 6 * (100 + 25 + 9 + 4 + 1) == 1917
 
 
 def test_head_hyperparameters_and_class_bias():

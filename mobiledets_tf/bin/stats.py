@@ -14,7 +14,7 @@ from mobiledets_tf.models.detector import SSDLiteDetector
 from mobiledets_tf.stats import PARTS, model_stats
 
 ARCH = flags.DEFINE_string("arch", None, "Architecture name, ArchSpec path, comma-separated list, or 'all'.")
-INPUT_SIZE = flags.DEFINE_integer("input_size", 320, "Square input size (a multiple of 32).")
+INPUT_SIZE = flags.DEFINE_integer("input_size", 320, "Square input size (at least 33 pixels).")
 NUM_CLASSES = flags.DEFINE_integer("num_classes", 90, "Number of object classes (background excluded).")
 DEPTH_MULTIPLIER = flags.DEFINE_float("depth_multiplier", 1.0, "Width multiplier of backbone and head.")
 AS_JSON = flags.DEFINE_bool("json", False, "Print JSON instead of a table.")

@@ -80,18 +80,21 @@ def num_anchors_per_location(**anchor_spec_kwargs) -> List[int]:
     return [len(layer) for layer in anchor_specs(**anchor_spec_kwargs)]
 
 
+MIN_INPUT_SIZE = 33  # the TF1 feature extractors' check_min_image_dim
+
+
 def feature_map_sizes_for_input(input_size: int, num_layers: int = 6) -> List[Tuple[int, int]]:
     """(height, width) of the SSDLite feature maps for a square `input_size` x `input_size` input.
 
-    The first two maps are the backbone's stride-16 and stride-32 outputs; every extra layer is a
-    stride-2 SAME-padded convolution, so its size is ceil(previous / 2).
-    E.g. 320 -> 20, 10, 5, 3, 2, 1 and 256 -> 16, 8, 4, 2, 1, 1.
+    The first two maps are the backbone's stride-16 and stride-32 outputs; every stride-2 layer is
+    SAME-padded, so each halving rounds up: the maps are ceil(size / 16), ceil(size / 32), then
+    ceil(previous / 2). E.g. 320 -> 20, 10, 5, 3, 2, 1; 300 -> 19, 10, 5, 3, 2, 1.
     """
-    if not isinstance(input_size, int) or input_size <= 0 or input_size % 32 != 0:
-        raise ValueError(f"input_size must be a positive multiple of 32, got {input_size!r}")
+    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < MIN_INPUT_SIZE:
+        raise ValueError(f"input_size must be an integer >= {MIN_INPUT_SIZE}, got {input_size!r}")
     if not isinstance(num_layers, int) or num_layers < 2:
         raise ValueError(f"num_layers must be an int >= 2, got {num_layers!r}")
-    sizes = [input_size // 16, input_size // 32]
+    sizes = [-(-input_size // 16), -(-input_size // 32)]
     while len(sizes) < num_layers:
         sizes.append(-(-sizes[-1] // 2))
     return [(s, s) for s in sizes]

@@ -50,8 +50,15 @@ def _pad(tensor, length: int, value):
 
 
 def resize(image, input_size: int) -> tf.Tensor:
-    """Fixed-shape bilinear resize (aspect ratio not kept, as the SSDLite configs do)."""
-    return tf.image.resize(tf.cast(image, tf.float32), [input_size, input_size])
+    """Fixed-shape bilinear resize (aspect ratio not kept), float32 in [0, 255].
+
+    As the SSDLite configs' `fixed_shape_resizer` resizes (TF1 `resize_images`, no half-pixel
+    centres): TF2's `tf.image.resize` samples half a pixel elsewhere, and a zoo model sees the
+    difference in its outputs.
+    """
+    return tf.compat.v1.image.resize_images(tf.cast(image, tf.float32), [input_size, input_size],
+                                            method=tf.image.ResizeMethod.BILINEAR,
+                                            align_corners=False)
 
 
 def augment_and_resize(example: Dict[str, tf.Tensor], input_size: int, seed, ssd_crop: bool,

@@ -40,6 +40,7 @@ setup(
             "mobiledets-cost-model=mobiledets_tf.bin.cost_model:run",
             "mobiledets-search=mobiledets_tf.bin.search:run",
             "mobiledets-quickstart=mobiledets_tf.bin.quickstart:run",
+            "mobiledets-import=mobiledets_tf.bin.import_tf1:run",
         ],
     },
 )

@@ -1,0 +1,190 @@
+"""The TF1 Object Detection API variable name of every weight of an SSDLite detector.
+
+The table is generated from the ArchSpec, block by block, with the scope names the API's graphs
+create (read from its feature extractors, feature-map generator and box predictor):
+- MobileDets (`FeatureExtractor/MobileDet{CPU,DSP,EdgeTPU,GPU}`): each block opens a scope numbered
+  per block type in build order (`IBN`, `IBN_1`, ...; `IBNNoExpansion`, `FusedConv`, `TuckerConv`),
+  inside which TF-slim names the convolutions `Conv`, `Conv_1`, `Conv_2` and the depthwise one
+  `SeparableConv2d`; squeeze-and-excite is `SqueezeExcite/Conv` (+ `Conv_1`), with biases;
+- SSDLite MobileNetV2 (`FeatureExtractor/MobilenetV2`, TF-slim's mobilenet_v2): the stem and the
+  final 1x1 conv are `Conv` and `Conv_1`, the inverted bottlenecks `expanded_conv[_k]` with
+  `expand`, `depthwise`, `project`;
+- the extra layers `{C5 name}_1_Conv2d_{i}_1x1_{d/2}`, `{C5 name}_2_Conv2d_{i}_3x3_s2_{d}_depthwise`
+  and `..._3x3_s2_{d}` (i = 2..5), and the box predictor
+  `BoxPredictor_{n}/{BoxEncodingPredictor,ClassPredictor}[_depthwise]`.
+Each convolution's BatchNorm is `{conv scope}/BatchNorm/{gamma,beta,moving_mean,moving_variance}`;
+kernels are `weights` (`depthwise_weights`), biases `biases`. TF-slim's kernel layouts
+([kh, kw, in, out], depthwise [kh, kw, in, 1]) are Keras' own, so values copy as they are.
+"""
+import dataclasses
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+from mobiledets_tf.arch.spec import ArchSpec
+
+# Keras weight name (the last part of `variable.name`) -> TF1 variable name (the last part).
+WEIGHT_LEAVES = {"kernel": "weights", "depthwise_kernel": "depthwise_weights", "bias": "biases",
+                 "gamma": "BatchNorm/gamma", "beta": "BatchNorm/beta",
+                 "moving_mean": "BatchNorm/moving_mean", "moving_variance": "BatchNorm/moving_variance"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TF1Extractor:
+    """How the API's feature extractor of one architecture names its variables."""
+    scope: str        # under FeatureExtractor/
+    naming: str       # "mobiledet" or "mobilenet"
+    c5_name: str      # the name the feature-map generator gives the C5 layer
+    input_size: int   # the zoo models' input size
+
+
+TF1_EXTRACTORS = {
+    "mobiledet_cpu": TF1Extractor("MobileDetCPU", "mobiledet", "C5", 320),
+    "mobiledet_dsp": TF1Extractor("MobileDetDSP", "mobiledet", "C5", 320),
+    "mobiledet_edgetpu": TF1Extractor("MobileDetEdgeTPU", "mobiledet", "C5", 320),
+    "mobiledet_gpu": TF1Extractor("MobileDetGPU", "mobiledet", "C5", 320),
+    "mobilenet_v2": TF1Extractor("MobilenetV2", "mobilenet", "layer_19", 300),
+}
+
+
+class UnknownTF1ArchitectureError(ValueError):
+    """An architecture (or checkpoint) that has no TF1 Object Detection API counterpart here."""
+
+
+def tf1_extractor(arch_name: str) -> TF1Extractor:
+    if arch_name not in TF1_EXTRACTORS:
+        raise UnknownTF1ArchitectureError(
+            f"{arch_name!r} has no TF1 Object Detection API feature extractor to import from; "
+            f"known: {', '.join(sorted(TF1_EXTRACTORS))}")
+    return TF1_EXTRACTORS[arch_name]
+
+
+def arch_of_variables(names) -> str:
+    """The architecture whose feature extractor scope the TF1 variable names use."""
+    by_scope = {e.scope: arch for arch, e in TF1_EXTRACTORS.items()}
+    found = {name.split("/")[1] for name in names
+             if name.startswith("FeatureExtractor/") and name.count("/") >= 2}
+    known = sorted(found & set(by_scope))
+    if len(known) != 1:
+        raise UnknownTF1ArchitectureError(
+            f"cannot tell the architecture from the feature extractor scopes {sorted(found) or 'none'}; "
+            f"expected exactly one of {', '.join(sorted(by_scope))} (give --arch)")
+    return by_scope[known[0]]
+
+
+class _ScopeCounter:
+    """TF1's unique scope names: the first `name`, then `name_1`, `name_2`, ..."""
+
+    def __init__(self):
+        self.counts: Dict[str, int] = {}
+
+    def next(self, name: str) -> str:
+        count = self.counts.get(name, 0)
+        self.counts[name] = count + 1
+        return name if count == 0 else f"{name}_{count}"
+
+
+def _mobiledet_block_scopes(spec: ArchSpec, counter: _ScopeCounter, index: int) -> List[Tuple[str, str]]:
+    block = spec.blocks[index]
+    if block.type == "conv":
+        return [("conv", counter.next("Conv"))]
+    se = [("se_reduce", "SqueezeExcite/Conv"), ("se_expand", "SqueezeExcite/Conv_1")] if block.se else []
+    if block.type == "ibn" and block.expansion == 1:
+        scope = counter.next("IBNNoExpansion")
+        sub = [("depthwise", "SeparableConv2d"), *se, ("project", "Conv")]
+    elif block.type == "ibn":
+        scope = counter.next("IBN")
+        sub = [("expand", "Conv"), ("depthwise", "SeparableConv2d"), *se, ("project", "Conv_1")]
+    elif block.type == "fused":
+        scope = counter.next("FusedConv")
+        sub = [("fused", "Conv"), *se, ("project", "Conv_1")]
+    elif block.type == "tucker":
+        scope = counter.next("TuckerConv")
+        sub = [("compress", "Conv"), ("core", "Conv_1"), ("project", "Conv_2")]
+    else:
+        raise UnknownTF1ArchitectureError(f"block {index}: no TF1 MobileDet block of type {block.type!r}")
+    return [(part, f"{scope}/{tf1}") for part, tf1 in sub]
+
+
+def _mobilenet_block_scopes(spec: ArchSpec, counter: _ScopeCounter, index: int) -> List[Tuple[str, str]]:
+    block = spec.blocks[index]
+    if block.type == "conv":
+        return [("conv", counter.next("Conv"))]
+    if block.type != "ibn" or block.se:
+        raise UnknownTF1ArchitectureError(
+            f"block {index}: TF-slim's MobileNetV2 has only plain convolutions and inverted bottlenecks")
+    scope = counter.next("expanded_conv")
+    sub = [] if block.expansion == 1 else [("expand", "expand")]
+    sub += [("depthwise", "depthwise"), ("project", "project")]
+    return [(part, f"{scope}/{tf1}") for part, tf1 in sub]
+
+
+def _conv_scopes(keras_conv: str, tf1_scope: str, has_batch_norm: bool) -> Dict[str, str]:
+    scopes = {keras_conv: tf1_scope}
+    if has_batch_norm:
+        scopes[f"{keras_conv}_bn"] = tf1_scope
+    return scopes
+
+
+def layer_scopes(spec: ArchSpec, num_layers_built: Optional[int] = None,
+                 extra_layer_depths: Tuple[int, ...] = (512, 256, 256, 128),
+                 depth_multiplier: float = 1.0, min_depth: int = 16,
+                 num_feature_maps: int = 6) -> Dict[str, str]:
+    """{Keras layer name: TF1 scope} of every layer with weights of the SSDLite detector of `spec`.
+
+    A BatchNorm layer maps to the scope of its convolution (its weights are
+    `{scope}/BatchNorm/gamma` etc.). `num_layers_built`: the backbone blocks the detector builds
+    (up to its last endpoint; default all).
+    """
+    from mobiledets_tf.models.ssdlite_head import layer_depth  # noqa: the head's depth rule
+    extractor = tf1_extractor(spec.name)
+    block_scopes = (_mobiledet_block_scopes if extractor.naming == "mobiledet"
+                    else _mobilenet_block_scopes)
+    prefix = f"FeatureExtractor/{extractor.scope}"
+    counter = _ScopeCounter()
+    scopes: Dict[str, str] = {}
+    last = spec.blocks if num_layers_built is None else spec.blocks[:num_layers_built]
+    for index in range(len(last)):
+        keras_block = f"backbone_b{index:02d}"
+        for part, tf1 in block_scopes(spec, counter, index):
+            is_se = part.startswith("se_")
+            keras_name = f"{keras_block}_{part}"
+            if part == "conv":   # ConvBnAct names its BatchNorm `_bn` after the block, not the conv
+                scopes[keras_name] = scopes[f"{keras_block}_bn"] = f"{prefix}/{tf1}"
+            else:
+                scopes.update(_conv_scopes(keras_name, f"{prefix}/{tf1}", not is_se))
+    for i, depth in enumerate(extra_layer_depths, start=1):
+        half, full = (layer_depth(depth // 2, depth_multiplier, min_depth),
+                      layer_depth(depth, depth_multiplier, min_depth))
+        base = f"{prefix}/{extractor.c5_name}"
+        scopes.update(_conv_scopes(f"extra{i}_reduce", f"{base}_1_Conv2d_{i + 1}_1x1_{half}", True))
+        scopes.update(_conv_scopes(f"extra{i}_depthwise",
+                                   f"{base}_2_Conv2d_{i + 1}_3x3_s2_{full}_depthwise", True))
+        scopes.update(_conv_scopes(f"extra{i}_project", f"{base}_2_Conv2d_{i + 1}_3x3_s2_{full}", True))
+    for n in range(num_feature_maps):
+        for kind, tf1 in (("box", "BoxEncodingPredictor"), ("class", "ClassPredictor")):
+            scopes.update(_conv_scopes(f"predictor{n}_{kind}_depthwise",
+                                       f"BoxPredictor_{n}/{tf1}_depthwise", True))
+            scopes[f"predictor{n}_{kind}_conv"] = f"BoxPredictor_{n}/{tf1}"
+    return scopes
+
+
+class WeightName(NamedTuple):
+    keras: str          # `layer/leaf`, e.g. backbone_b01_depthwise/depthwise_kernel
+    tf1: str            # e.g. FeatureExtractor/MobileDetCPU/IBNNoExpansion/SeparableConv2d/depthwise_weights
+    variable: object    # the Keras model's variable
+
+
+def weight_names(model, spec: ArchSpec, **layer_scope_kwargs) -> List[WeightName]:
+    """The TF1 variable name of every weight of a built detector model, in the model's order.
+
+    Raises UnknownTF1ArchitectureError for a Keras weight that the table has no TF1 name for.
+    """
+    scopes = layer_scopes(spec, **layer_scope_kwargs)
+    names = []
+    for layer in model.layers:
+        for weight in layer.weights:
+            leaf = weight.name.split("/")[-1].split(":")[0]
+            key = f"{layer.name}/{leaf}"
+            if layer.name not in scopes or leaf not in WEIGHT_LEAVES:
+                raise UnknownTF1ArchitectureError(f"no TF1 variable name for the Keras weight {key}")
+            names.append(WeightName(key, f"{scopes[layer.name]}/{WEIGHT_LEAVES[leaf]}", weight))
+    return names

@@ -74,7 +74,10 @@ class TrainConfig(base_config.Config):
     keep_checkpoints: int = 5
     log_every: int = 100
     image_summary_every: int = 5000
-    init_checkpoint: str = ""            # float weights to start from (before QAT wrapping)
+    init_checkpoint: str = ""            # float weights to start from (before QAT wrapping); a
+                                         # class head of another class count starts fresh
+    init_map_classes: bool = False       # keep the class-head columns of the classes the init
+                                         # checkpoint's label map names too (by name, any case)
     ema_decay: float = 0.0               # > 0: keep a moving average of the weights (e.g. 0.999);
                                          # evaluation and export then use the averaged weights
     seed: int = 0                        # input order, augmentation and initial weights

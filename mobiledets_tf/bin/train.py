@@ -39,6 +39,10 @@ QUANTIZATION = flags.DEFINE_enum(
 INIT_CHECKPOINT = flags.DEFINE_string(
     "init_checkpoint", None, "Shortcut for --override=train.init_checkpoint=...: float weights "
     "(checkpoint file or training directory) to start from; ignored when --model_dir has a checkpoint.")
+MAP_COCO_CLASSES = flags.DEFINE_bool(
+    "map_coco_classes", False, "Shortcut for --override=train.init_map_classes=true: classes whose "
+    "names the --init_checkpoint's label map also has (e.g. COCO's, for an imported zoo model) keep "
+    "their class-head rows; the others start fresh.")
 flags.mark_flag_as_required("model_dir")
 
 
@@ -48,6 +52,8 @@ def shortcut_overrides():
         overrides.append(f"model.quantization={'qat' if QUANTIZATION.value == 'qat' else ''!r}")
     if INIT_CHECKPOINT.value:
         overrides.append(f"train.init_checkpoint={INIT_CHECKPOINT.value!r}")
+    if MAP_COCO_CLASSES.value:
+        overrides.append("train.init_map_classes=true")
     return overrides
 
 

@@ -8,9 +8,10 @@
 The Keras model is flat (builtin layers plus hard-swish and the SE gate), so tfmot can quantize it:
 with `quantization="qat"` `model` is the fake-quantized copy and `float_model` the float one it was
 made from. Float weights to start from (`float_checkpoint`) are restored before the wrapping,
-because tfmot copies the weights when it quantizes.
+because tfmot copies the weights when it quantizes; a checkpoint with another class count fits too
+(its class-prediction convs start fresh, or keep the columns `init_class_slots` maps).
 """
-from typing import Dict, Optional, Union
+from typing import Dict, Optional, Sequence, Union
 
 import tensorflow as tf
 
@@ -22,7 +23,7 @@ from mobiledets_tf.detection import targets as target_lib
 from mobiledets_tf.keras import keras
 from mobiledets_tf.layers import defaults
 from mobiledets_tf.models.backbone import wire_backbone
-from mobiledets_tf.models.checkpoints import restore_weights
+from mobiledets_tf.models.fine_tuning import restore_initial_weights
 from mobiledets_tf.models.ssdlite_head import wire_box_predictor, wire_extra_layers
 from mobiledets_tf.quantization.qat import quantize_model
 
@@ -58,7 +59,8 @@ class SSDLiteDetector:
                  min_depth: int = 16, batch_size: Optional[int] = None, quantization: str = "",
                  float_checkpoint: Optional[str] = None, anchor_min_scale: float = 0.2,
                  anchor_max_scale: float = 0.95, l2_weight: float = defaults.L2_WEIGHT,
-                 match_threshold: float = target_lib.MATCH_THRESHOLD):
+                 match_threshold: float = target_lib.MATCH_THRESHOLD,
+                 init_class_slots: Optional[Sequence[Optional[int]]] = None):
         if quantization not in QUANTIZATION_MODES:
             raise ValueError(f"quantization must be one of {QUANTIZATION_MODES}, got {quantization!r}")
         self.arch = load_arch(arch)
@@ -73,7 +75,8 @@ class SSDLiteDetector:
         self.float_model = build_ssdlite_model(self.arch, num_classes, input_size, depth_multiplier,
                                                min_depth, batch_size, l2_weight)
         if float_checkpoint:
-            restore_weights(self.float_model, float_checkpoint, f"float {self.arch.name} detector")
+            restore_initial_weights(self.float_model, float_checkpoint,
+                                    f"float {self.arch.name} detector", init_class_slots)
         self.model = quantize_model(self.float_model) if quantization == "qat" else self.float_model
         num_predictions = self.model.outputs[0].shape[1]
         if num_predictions != len(self.anchors):
@@ -81,14 +84,16 @@ class SSDLiteDetector:
 
     @classmethod
     def from_config(cls, model_config, batch_size: Optional[int] = None,
-                    float_checkpoint: Optional[str] = None) -> "SSDLiteDetector":
+                    float_checkpoint: Optional[str] = None,
+                    init_class_slots: Optional[Sequence[Optional[int]]] = None) -> "SSDLiteDetector":
         """The detector described by a `ModelConfig` (the `model` section of an experiment)."""
         m = model_config
         return cls(m.arch, num_classes=m.num_classes, input_size=m.input_size,
                    depth_multiplier=m.depth_multiplier, min_depth=m.min_depth, batch_size=batch_size,
                    quantization=m.quantization, float_checkpoint=float_checkpoint,
                    anchor_min_scale=m.anchor_min_scale, anchor_max_scale=m.anchor_max_scale,
-                   l2_weight=m.l2_weight, match_threshold=m.match_threshold)
+                   l2_weight=m.l2_weight, match_threshold=m.match_threshold,
+                   init_class_slots=init_class_slots)
 
     @staticmethod
     def preprocess(images) -> tf.Tensor:

@@ -6,11 +6,13 @@ of the *global* batch (summed across replicas) and the regularisation loss is sp
 so the summed replica gradients equal the gradients of one device on the same global batch.
 """
 import dataclasses
-from typing import Dict, List
+import os
+from typing import Dict, List, Optional
 
 import tensorflow as tf
+from absl import logging
 
-from mobiledets_tf.config import ConfigError, ExperimentConfig
+from mobiledets_tf.config import ConfigError, ExperimentConfig, load_config
 from mobiledets_tf.data import pipeline
 from mobiledets_tf.data.builtin import builtin_dataset
 from mobiledets_tf.data.label_map import Category, class_names, num_classes, read_label_map
@@ -18,6 +20,7 @@ from mobiledets_tf.detection.losses import num_positives
 from mobiledets_tf.keras import keras
 from mobiledets_tf.layers.defaults import synchronized_batch_norm
 from mobiledets_tf.models.detector import SSDLiteDetector
+from mobiledets_tf.models.fine_tuning import class_slots_by_name
 from mobiledets_tf.training.optimizer import build_optimizer, moving_average
 
 LOSS_KEYS = ("total_loss", "classification_loss", "localization_loss", "regularization_loss")
@@ -83,7 +86,8 @@ class DetectionTask:
     def build_detector(self):
         """The detector this task trains (an `SSDLiteDetector`; the search task builds a supernet)."""
         return SSDLiteDetector.from_config(self.config.model,
-                                           float_checkpoint=self.config.train.init_checkpoint or None)
+                                           float_checkpoint=self.config.train.init_checkpoint or None,
+                                           init_class_slots=init_class_slots(self.config, self.data))
 
     def predict(self, images, training: bool, **call_args):
         """Raw predictions (box encodings, class logits); `call_args` are the supernet's choices."""
@@ -133,3 +137,38 @@ class DetectionTask:
             gradients = self.optimizer.get_unscaled_gradients(gradients)
         self.optimizer.apply_gradients(zip(gradients, variables))
         return losses
+
+
+def _names_by_class_index(label_map: List[Category], count: int) -> List[Optional[str]]:
+    names: List[Optional[str]] = [None] * count
+    for category in label_map:
+        names[category.id - 1] = category.name
+    return names
+
+
+def init_class_slots(config: ExperimentConfig, data: DataSources) -> Optional[List[Optional[int]]]:
+    """With `train.init_map_classes`: which class slot of the init checkpoint each class keeps,
+    matched by name against the label map of the init checkpoint's run (its config.yaml)."""
+    init = config.train.init_checkpoint
+    if not (config.train.init_map_classes and init):
+        return None
+    folder = init if tf.io.gfile.isdir(init) else os.path.dirname(init)
+    init_config_path = os.path.join(folder, "config.yaml")
+    if not tf.io.gfile.exists(init_config_path):
+        raise ConfigError(f"train.init_map_classes: {init_config_path} not found, so the classes "
+                          f"of {init} are unknown")
+    init_config = load_config(init_config_path)
+    if not init_config.data.label_map:
+        raise ConfigError(f"train.init_map_classes: {init_config_path} names no data.label_map")
+    init_map = read_label_map(init_config.data.label_map)
+    slots = class_slots_by_name(_names_by_class_index(data.label_map, data.num_classes),
+                                _names_by_class_index(init_map, init_config.model.num_classes))
+    matched = [c.name for c in data.label_map if slots[c.id] is not None]
+    if matched:
+        logging.info("Class head: %d of %d classes keep the rows of the same name in %s: %s",
+                     len(matched), len(data.label_map), init, ", ".join(matched))
+    else:
+        logging.warning("Class head: none of the %d classes is named in %s's label map; all start "
+                        "fresh", len(data.label_map), init)
+    return slots
+

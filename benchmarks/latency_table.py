@@ -43,26 +43,20 @@ def export_models(work_dir: str) -> list:
     """Exports every architecture at every precision (untrained weights); returns the .tflite paths."""
     import mobiledets_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
     import tensorflow as tf
-    from mobiledets_tf.config import load_config
     from mobiledets_tf.data.builtin import builtin_dataset
-    from mobiledets_tf.data.label_map import Category
-    from mobiledets_tf.export.exporter import export_detector
+    from mobiledets_tf.export.exporter import representative_images, write_exports
     from mobiledets_tf.models.detector import SSDLiteDetector
-    from mobiledets_tf.training.task import DataSources
 
     size, classes = INPUT_SIZE.value, NUM_CLASSES.value
     images = builtin_dataset(num_train=32, num_val=8, image_size=size, seed=0)
-    label_map = [Category(i, f"class_{i}") for i in range(1, classes + 1)]
-    data = DataSources(images.train_pattern, images.val_pattern, images.val_annotations, label_map,
-                       [c.name for c in label_map], classes)
+    calibration = representative_images(images.train_pattern, size, 32)
+    labels = [f"class_{i}" for i in range(1, classes + 1)]
     paths = []
     for arch in ARCHITECTURES:
         started = time.time()
-        config = load_config(None, [f"model.arch={arch},model.input_size={size},model.num_classes={classes}"])
-        detector = SSDLiteDetector.from_config(config.model)
-        checkpoint = tf.train.Checkpoint(model=detector.model).write(os.path.join(work_dir, arch, "untrained", "ckpt"))
-        exported = export_detector(config, checkpoint, data, os.path.join(work_dir, arch), PRECISIONS.value,
-                                   num_calibration_images=32, saved_model=False)
+        detector = SSDLiteDetector(arch, num_classes=classes, input_size=size, batch_size=1)
+        exported = write_exports(detector, os.path.join(work_dir, arch), PRECISIONS.value, labels,
+                                 calibration_images=calibration, saved_model=False)
         paths += [model.tflite_path for model in exported.values()]
         tf.keras.backend.clear_session()
         print(f"exported {arch} ({', '.join(exported)}) in {time.time() - started:.0f} s", flush=True)

@@ -4,11 +4,18 @@
     mobiledets-export --model_dir=runs/quickstart/qat --precision=int8_qat --edgetpu
     mobiledets-export --config=configs/experiments/quickstart.yaml --checkpoint=runs/q/ckpt-3000 \
         --output_dir=out --nms=regular --max_detections=10
+    mobiledets-export --model_dir=runs/zoo/mobiledet_cpu --precision=float32,int8 --calibration_data=photos/
+    mobiledets-export --model_dir=runs/zoo/mobiledet_cpu --precision=float32 --nopostprocess
 
 Float checkpoints export to float32, float16 and int8 (post-training quantization calibrated on
 training images); QAT checkpoints (mobiledets-train --quantization=qat) to int8_qat. Each .tflite
 ends in TFLite's SSD postprocess op with outputs (boxes, classes, scores, num_detections), carries
 model metadata and a labels file, and gets an accelerator compatibility report (printed and saved).
+int8 is calibrated on the training TFRecords of the config, or on --calibration_data (a TFRecord
+pattern or a folder of images): a model imported with mobiledets-import needs no training run or data
+for float32/float16 and only --calibration_data for int8. --nopostprocess exports the raw box
+encodings [1, anchors, 4] and class logits [1, anchors, classes + 1] instead (like Coral's `_no_nms`
+models; decode and NMS in the application), with the anchors in `NAME_anchors.csv` and in the model.
 """
 import os
 import sys
@@ -41,7 +48,13 @@ DETECTIONS_PER_CLASS = flags.DEFINE_integer("detections_per_class", 100, "Per cl
 SCORE_THRESHOLD = flags.DEFINE_float("score_threshold", 1e-8, "NMS score threshold.")
 IOU_THRESHOLD = flags.DEFINE_float("iou_threshold", 0.6, "NMS IoU threshold.")
 CALIBRATION_IMAGES = flags.DEFINE_integer("calibration_images", 100,
-                                          "Training images that calibrate int8 post-training quantization.")
+                                          "Images that calibrate int8 post-training quantization.")
+CALIBRATION_DATA = flags.DEFINE_string(
+    "calibration_data", "", "int8 calibration images: a TFRecord pattern or a folder of image files "
+    "(default: the config's data.train_pattern).")
+POSTPROCESS = flags.DEFINE_bool(
+    "postprocess", True, "End each model in TFLite's SSD postprocess op (decode + NMS); with "
+    "--nopostprocess the models output raw box encodings and class logits (files *_raw.tflite).")
 SAVED_MODEL = flags.DEFINE_bool("saved_model", True, "Also write a TensorFlow SavedModel.")
 EDGETPU = flags.DEFINE_bool("edgetpu", False, "Also compile int8 models with edgetpu_compiler (when it "
                             "is installed) and report its operator mapping next to the prediction.")
@@ -65,6 +78,8 @@ def main(argv):
         exported = export_detector(config, CHECKPOINT.value or MODEL_DIR.value, resolve_data(config),
                                    output_dir, precisions, nms, name=NAME.value,
                                    num_calibration_images=CALIBRATION_IMAGES.value,
+                                   calibration_data=CALIBRATION_DATA.value,
+                                   postprocess=POSTPROCESS.value,
                                    saved_model=SAVED_MODEL.value, edgetpu=EDGETPU.value,
                                    edgetpu_compiler=EDGETPU_COMPILER.value)
     except (ConfigError, ArchSpecError, CheckpointError, ConversionError, FileNotFoundError,

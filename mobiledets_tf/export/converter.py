@@ -10,7 +10,8 @@
   (`supported_ops` left unset: setting TFLITE_BUILTINS_INT8 without a representative dataset is
   rejected even for QAT models), uint8 input.
 The detection outputs stay float32: the postprocess op only takes float or uint8 inputs, so the
-converter puts DEQUANTIZE ops in front of it.
+converter puts DEQUANTIZE ops in front of it; without the postprocess op (`postprocess=False`) the raw
+box encodings and class logits are the float32 outputs.
 """
 from typing import Callable, Iterable, Iterator, List, Optional
 
@@ -52,19 +53,22 @@ def _representative_dataset(images: Iterable[np.ndarray], input_size: int) -> Ca
 
 
 def converter_for(module: DetectionExportModule, precision: str,
-                  representative_images: Optional[List[np.ndarray]] = None) -> tf.lite.TFLiteConverter:
-    """A converter configured for `precision` (see the module docstring)."""
+                  representative_images: Optional[List[np.ndarray]] = None,
+                  postprocess: bool = True) -> tf.lite.TFLiteConverter:
+    """A converter configured for `precision` (see the module docstring), of `module.tflite_detect`
+    or, without `postprocess`, of `module.tflite_raw`."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    function = module.tflite_detect if postprocess else module.tflite_raw
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [module.tflite_detect.get_concrete_function()], variables_only(module))
+        [function.get_concrete_function()], variables_only(module))
     if precision == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
     elif precision == "int8":
         if not representative_images:
             raise ValueError("int8 post-training quantization needs representative images")
-        size = module.tflite_detect.input_signature[0].shape[1]
+        size = function.input_signature[0].shape[1]
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = _representative_dataset(representative_images, size)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -76,9 +80,9 @@ def converter_for(module: DetectionExportModule, precision: str,
 
 
 def convert(module: DetectionExportModule, precision: str,
-            representative_images: Optional[List[np.ndarray]] = None) -> bytes:
-    """The .tflite flatbuffer of `module.tflite_detect` at `precision`."""
-    converter = converter_for(module, precision, representative_images)
+            representative_images: Optional[List[np.ndarray]] = None, postprocess: bool = True) -> bytes:
+    """The .tflite flatbuffer of `module.tflite_detect` (`module.tflite_raw`) at `precision`."""
+    converter = converter_for(module, precision, representative_images, postprocess)
     try:
         return converter.convert()
     except Exception as e:  # the converter raises several unrelated types (ConverterError, ValueError...)

@@ -1,17 +1,22 @@
-"""From a trained checkpoint to deployable files: .tflite per precision, labels, SavedModel, reports.
+"""From a detector (restored from a run, imported from the zoo, or built in memory) to deployable files.
 
-`export_detector` restores the detector of an experiment config (float or QAT) at batch 1, writes
+`tflite_model_bytes` is the one conversion: an `SSDLiteDetector` -> .tflite bytes at a precision,
+with the SSD postprocess op (standard output order and names) or, with `postprocess=False`, the raw
+box encodings and class logits, and the TFLite model metadata (labels, input normalisation, output
+semantics; the anchors of a raw model). `write_exports` writes, for one detector,
 - `saved_model/`: TensorFlow serving signature (uint8 images of any batch -> detections);
-- `{name}_{precision}.tflite` with the SSD postprocess op, standard output order and names, and
-  TFLite model metadata (labels, input normalisation, output semantics);
+- `{name}_{precision}.tflite` (`{name}_{precision}_raw.tflite` without the postprocess op, plus
+  `{name}_anchors.csv`);
 - `{name}_{precision}.model.json`: the model card (architecture, input size, precision,
   multiply-adds, parameters) that latency tables read;
 - `labels.txt`: one class name per class index (`???` for ids missing from the label map);
 - `{name}_{precision}.report.{txt,json}`: the accelerator compatibility report (per-op counts and
   data types, predicted Edge TPU mapping); with `edgetpu=True` int8 models are also compiled by
   `edgetpu_compiler` when it is installed, and its parsed log is saved next to the prediction.
-Everything is written under a temporary name first, so a killed export never leaves a partial file
-under a final name.
+`export_detector` is the wrapper the binary uses: it restores a checkpoint of an experiment config
+and reads int8 calibration images (training TFRecords, or `calibration_data`: a TFRecord pattern or
+a folder of images). Everything is written under a temporary name first, so a killed export never
+leaves a partial file under a final name.
 """
 import dataclasses
 import os
@@ -24,6 +29,7 @@ from absl import logging
 
 from mobiledets_tf.config import ExperimentConfig
 from mobiledets_tf.data import pipeline
+from mobiledets_tf.data.image_files import image_files, read_resized_image
 from mobiledets_tf.data.label_map import Category
 from mobiledets_tf.export.compatibility import (CompatibilityReport, build_report, format_report,
                                                  save_report)
@@ -31,7 +37,8 @@ from mobiledets_tf.export.converter import PRECISIONS, convert
 from mobiledets_tf.export.detection_outputs import standardize_detection_outputs
 from mobiledets_tf.export.edgetpu import CompileResult, CompilerNotFoundError, compile_model
 from mobiledets_tf.export.inference_graph import DetectionExportModule
-from mobiledets_tf.export.metadata import add_detection_metadata
+from mobiledets_tf.export.metadata import (add_detection_metadata, add_raw_prediction_metadata,
+                                          anchors_csv)
 from mobiledets_tf.export.model_card import ModelCard, save_model_card
 from mobiledets_tf.export.postprocess_op import NmsSettings
 from mobiledets_tf.export.tflite_model import read_tflite
@@ -71,14 +78,22 @@ def labels_by_class_index(label_map: Sequence[Category], num_classes: int) -> Li
     return [names.get(class_id, "???") for class_id in range(1, num_classes + 1)]
 
 
-def representative_images(pattern: str, input_size: int, num_images: int) -> List[np.ndarray]:
-    """`num_images` training images as the model sees them: [1, S, S, 3] float32 in [-1, 1]."""
-    if not pattern:
-        raise ValueError("int8 calibration needs training images: set data.train_pattern")
-    dataset = pipeline.eval_dataset(pattern, input_size, batch_size=1, max_images=num_images)
-    images = [SSDLiteDetector.preprocess(image).numpy() for image, _ in dataset]
+def representative_images(source: str, input_size: int, num_images: int) -> List[np.ndarray]:
+    """`num_images` images as the model sees them, [1, S, S, 3] float32 in [-1, 1]: from a folder of
+    image files, or from TFRecords matching a pattern."""
+    if not source:
+        raise ValueError("int8 calibration needs images: set data.train_pattern or give "
+                         "--calibration_data (a TFRecord pattern or a folder of images)")
+    if tf.io.gfile.isdir(source):
+        files = image_files(source)[:num_images]
+        images = [SSDLiteDetector.preprocess(read_resized_image(f, input_size)[None]).numpy()
+                  for f in files]
+    else:
+        dataset = pipeline.eval_dataset(source, input_size, batch_size=1, max_images=num_images)
+        images = [SSDLiteDetector.preprocess(image).numpy() for image, _ in dataset]
     if not images:
-        raise ValueError(f"no calibration images found in {pattern}")
+        raise ValueError(f"no calibration images found in {source}")
+    logging.info("Calibrating int8 on %d images of %s", len(images), source)
     return images
 
 
@@ -96,44 +111,53 @@ def save_saved_model(module: DetectionExportModule, path: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def export_detector(config: ExperimentConfig, checkpoint: str, data: DataSources, output_dir: str,
-                    precisions: Sequence[str], nms: NmsSettings = NmsSettings(),
-                    name: Optional[str] = None, num_calibration_images: int = 100,
-                    saved_model: bool = True, edgetpu: bool = False,
-                    edgetpu_compiler: Optional[str] = None) -> Dict[str, ExportedModel]:
-    """Exports `checkpoint` at each precision; returns the written models by precision."""
-    check_precisions(precisions, config.model.quantization)
-    m = config.model
-    detector = SSDLiteDetector.from_config(m, batch_size=1)
-    restore_weights(detector.model, checkpoint, f"{m.arch} detector")
-    name = name or f"{detector.arch.name}_{m.input_size}"
-    labels = labels_by_class_index(data.label_map, m.num_classes)
+def tflite_model_bytes(detector: SSDLiteDetector, precision: str, labels: Sequence[str],
+                       nms: NmsSettings = NmsSettings(), calibration_images=None,
+                       postprocess: bool = True, name: str = "",
+                       description: str = "") -> bytes:
+    """The .tflite file of a batch-1 `detector` at `precision`, with its metadata (see the module
+    docstring); int8 needs `calibration_images` ([1, S, S, 3] in [-1, 1])."""
     module = DetectionExportModule(detector, nms)
+    model_bytes = convert(module, precision, calibration_images, postprocess=postprocess)
+    name = name or f"{detector.arch.name}_{detector.input_size}_{precision}"
+    description = description or (
+        f"SSDLite {detector.arch.name} detector, {detector.input_size}x{detector.input_size}, "
+        f"{detector.num_classes} classes, exported by mobiledets_tf")
+    if not postprocess:
+        return add_raw_prediction_metadata(model_bytes, labels, detector.anchors, name=name,
+                                           description=description)
+    return add_detection_metadata(standardize_detection_outputs(model_bytes), labels, name=name,
+                                  description=description)
+
+
+def write_exports(detector: SSDLiteDetector, output_dir: str, precisions: Sequence[str],
+                  labels: Sequence[str], nms: NmsSettings = NmsSettings(), name: Optional[str] = None,
+                  calibration_images=None, saved_model: bool = True, edgetpu: bool = False,
+                  edgetpu_compiler: Optional[str] = None,
+                  postprocess: bool = True) -> Dict[str, ExportedModel]:
+    """Writes the files of a batch-1 `detector` at each precision; returns them by precision."""
+    name = name or f"{detector.arch.name}_{detector.input_size}"
+    suffix = "" if postprocess else "_raw"
     os.makedirs(output_dir, exist_ok=True)
     write_text_atomically(os.path.join(output_dir, "labels.txt"), "\n".join(labels) + "\n")
+    if not postprocess:
+        write_text_atomically(os.path.join(output_dir, f"{name}_anchors.csv"), anchors_csv(detector.anchors))
     if saved_model:
         logging.info("Writing the SavedModel")
-        save_saved_model(module, os.path.join(output_dir, "saved_model"))
-    calibration = None
-    if "int8" in precisions:
-        logging.info("Reading %d calibration images", num_calibration_images)
-        calibration = representative_images(data.train_pattern, m.input_size, num_calibration_images)
-    description = (f"SSDLite {detector.arch.name} detector, {m.input_size}x{m.input_size}, "
-                   f"{m.num_classes} classes, exported by mobiledets_tf")
+        save_saved_model(DetectionExportModule(detector, nms), os.path.join(output_dir, "saved_model"))
     totals = model_stats(detector.float_model)["total"]
     exported = {}
     for precision in precisions:
         logging.info("Converting to %s", precision)
-        model_bytes = standardize_detection_outputs(convert(module, precision, calibration))
-        model_bytes = add_detection_metadata(model_bytes, labels, name=f"{name}_{precision}",
-                                             description=description)
-        path = os.path.join(output_dir, f"{name}_{precision}.tflite")
+        model_bytes = tflite_model_bytes(detector, precision, labels, nms, calibration_images,
+                                         postprocess, name=f"{name}_{precision}{suffix}")
+        path = os.path.join(output_dir, f"{name}_{precision}{suffix}.tflite")
         write_bytes_atomically(path, model_bytes)
         logging.info("Wrote %s (%.2f MB)", path, len(model_bytes) / 1e6)
         save_model_card(ModelCard(architecture=detector.arch.name, precision=precision,
-                                  input_size=m.input_size, num_classes=m.num_classes,
-                                  depth_multiplier=m.depth_multiplier, multiply_adds=totals["madds"],
-                                  parameters=totals["params"]), path)
+                                  input_size=detector.input_size, num_classes=detector.num_classes,
+                                  depth_multiplier=detector.depth_multiplier,
+                                  multiply_adds=totals["madds"], parameters=totals["params"]), path)
         report = build_report(read_tflite(model_bytes, name=os.path.basename(path)))
         save_report_files(report, os.path.splitext(path)[0] + ".report")
         result = ExportedModel(precision, path, report)
@@ -145,6 +169,26 @@ def export_detector(config: ExperimentConfig, checkpoint: str, data: DataSources
                 result.compiler_missing = str(e)
         exported[precision] = result
     return exported
+
+
+def export_detector(config: ExperimentConfig, checkpoint: str, data: DataSources, output_dir: str,
+                    precisions: Sequence[str], nms: NmsSettings = NmsSettings(),
+                    name: Optional[str] = None, num_calibration_images: int = 100,
+                    saved_model: bool = True, edgetpu: bool = False,
+                    edgetpu_compiler: Optional[str] = None, calibration_data: str = "",
+                    postprocess: bool = True) -> Dict[str, ExportedModel]:
+    """Restores `checkpoint` into the detector of `config` at batch 1 and writes its exports;
+    int8 is calibrated on `calibration_data` (default: the training TFRecords)."""
+    check_precisions(precisions, config.model.quantization)
+    m = config.model
+    detector = SSDLiteDetector.from_config(m, batch_size=1)
+    restore_weights(detector.model, checkpoint, f"{m.arch} detector")
+    calibration = None
+    if "int8" in precisions:
+        calibration = representative_images(calibration_data or data.train_pattern, m.input_size,
+                                            num_calibration_images)
+    return write_exports(detector, output_dir, precisions, labels_by_class_index(data.label_map, m.num_classes),
+                         nms, name, calibration, saved_model, edgetpu, edgetpu_compiler, postprocess)
 
 
 def save_report_files(report: CompatibilityReport, stem: str) -> None:

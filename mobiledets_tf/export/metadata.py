@@ -25,6 +25,7 @@ from mobiledets_tf.export.flatbuffer_model import (as_bytes, pack_model, postpro
 METADATA_ENTRY_NAME = "TFLITE_METADATA"
 METADATA_IDENTIFIER = b"M001"
 LABELS_FILE_NAME = "labels.txt"
+ANCHORS_FILE_NAME = "anchors.csv"
 
 # The postprocess op's outputs in their fixed order, named as MediaPipe's ObjectDetector looks them up.
 LOCATION, CATEGORY, SCORE, NUM_DETECTIONS = "location", "category", "score", "number of detections"
@@ -34,6 +35,7 @@ DETECTION_GROUP = "detection_result"
 MIN_PARSER_VERSION = "1.2.0"
 
 # Enum and union values of metadata_schema.fbs.
+_ASSOCIATED_FILE_UNKNOWN, _ASSOCIATED_FILE_TENSOR_AXIS_LABELS = 0, 2
 _ASSOCIATED_FILE_TENSOR_VALUE_LABELS = 3
 _COLOR_SPACE_RGB = 1
 _BOUNDING_BOX_BOUNDARIES = 1
@@ -49,6 +51,15 @@ _DESCRIPTIONS = {
     SCORE: "The scores of the detected boxes.",
     NUM_DETECTIONS: "The number of the detected boxes.",
 }
+# The outputs of a model exported without the postprocess op, in its output order.
+RAW_BOX_ENCODINGS, RAW_CLASS_LOGITS = "raw box encodings", "raw class logits"
+_RAW_DESCRIPTIONS = {
+    RAW_BOX_ENCODINGS: (f"Box encodings [1, anchors, 4] (ty, tx, th, tw) relative to the anchors of "
+                        f"{ANCHORS_FILE_NAME} (one 'ymin,xmin,ymax,xmax' line per anchor, normalised), "
+                        f"Faster R-CNN box coder with scales 10, 10, 5, 5."),
+    RAW_CLASS_LOGITS: (f"Class logits [1, anchors, classes + 1]: column 0 is the background, column k "
+                       f"the class on line k of {LABELS_FILE_NAME}; scores are their sigmoid."),
+}
 
 
 def add_detection_metadata(model_bytes: bytes, labels: Sequence[str], *, name: str, description: str,
@@ -60,21 +71,56 @@ def add_detection_metadata(model_bytes: bytes, labels: Sequence[str], *, name: s
     ``input_mean``/``input_std`` describe how pixels in [0, 255] were normalised for a float input;
     quantized models keep the values of the float model they come from.
     """
-    labels = [str(label) for label in labels]
-    if not labels:
-        raise ValueError("labels must not be empty: the labels file names the detected categories")
-    if any("\n" in label for label in labels):
-        raise ValueError("labels must not contain line breaks: the labels file has one label a line")
+    labels = _checked_labels(labels)
     model = read_model(model_bytes)
     subgraph = single_subgraph(model)
     postprocess = postprocess_op(model, subgraph)
     _check_num_classes(postprocess, labels)
     output_roles = _output_roles(subgraph, postprocess)
     image = subgraph.tensors[_single_input(subgraph)]
-    metadata = _model_metadata(image, output_roles, name=name, description=description, version=version,
+    metadata = _model_metadata(image, lambda b: [_output_tensor_metadata(b, role) for role in output_roles],
+                               group=True, name=name, description=description, version=version,
                                author=author, license=license, mean=input_mean, std=input_std)
     _set_metadata_buffer(model, metadata)
     return _append_files(pack_model(model), {LABELS_FILE_NAME: "\n".join(labels).encode("utf-8")})
+
+
+def add_raw_prediction_metadata(model_bytes: bytes, labels: Sequence[str], anchors: np.ndarray, *,
+                                name: str, description: str, version: str = "",
+                                author: str = "mobiledets_tf", license: str = "Apache-2.0",
+                                input_mean: float = 127.5, input_std: float = 127.5) -> bytes:
+    """Metadata of a model exported without the postprocess op (outputs: box encodings, class
+    logits), with its labels file and its anchors (`ANCHORS_FILE_NAME`) packed in."""
+    labels = _checked_labels(labels)
+    model = read_model(model_bytes)
+    subgraph = single_subgraph(model)
+    if len(subgraph.outputs) != 2:
+        raise ValueError(f"expected the 2 raw prediction outputs, found {len(subgraph.outputs)}")
+    num_anchors = int(subgraph.tensors[int(subgraph.outputs[0])].shape[1])
+    if len(anchors) != num_anchors:
+        raise ValueError(f"{len(anchors)} anchors given but the model predicts {num_anchors} boxes")
+    image = subgraph.tensors[_single_input(subgraph)]
+    metadata = _model_metadata(image, lambda b: [_raw_output_metadata(b, role) for role in
+                                                 (RAW_BOX_ENCODINGS, RAW_CLASS_LOGITS)],
+                               group=False, name=name, description=description, version=version,
+                               author=author, license=license, mean=input_mean, std=input_std)
+    _set_metadata_buffer(model, metadata)
+    return _append_files(pack_model(model), {LABELS_FILE_NAME: "\n".join(labels).encode("utf-8"),
+                                             ANCHORS_FILE_NAME: anchors_csv(anchors).encode("utf-8")})
+
+
+def anchors_csv(anchors: np.ndarray) -> str:
+    """One 'ymin,xmin,ymax,xmax' line per anchor (normalised), in the order of the predictions."""
+    return "".join(",".join(f"{v:.9g}" for v in anchor) + "\n" for anchor in np.asarray(anchors))
+
+
+def read_packed_file(model_bytes: bytes, file_name: str) -> str:
+    """A text file packed into the model (the labels, the anchors of a raw model)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(model_bytes)) as archive:
+            return archive.read(file_name).decode("utf-8")
+    except (zipfile.BadZipFile, KeyError) as error:
+        raise ValueError(f"the model has no packed {file_name}: {error}") from None
 
 
 def read_metadata_buffer(model_bytes: bytes) -> bytes:
@@ -99,15 +145,19 @@ def read_output_tensor_names(model_bytes: bytes) -> List[str]:
 
 def read_labels(model_bytes: bytes) -> List[str]:
     """The labels packed into the model by :func:`add_detection_metadata`."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(model_bytes)) as archive:
-            text = archive.read(LABELS_FILE_NAME).decode("utf-8")
-    except (zipfile.BadZipFile, KeyError) as error:
-        raise ValueError(f"the model has no packed {LABELS_FILE_NAME}: {error}") from None
-    return text.split("\n")
+    return read_packed_file(model_bytes, LABELS_FILE_NAME).split("\n")
 
 
 # --- checks on the TFLite model -------------------------------------------------------------------
+
+def _checked_labels(labels: Sequence[str]) -> List[str]:
+    labels = [str(label) for label in labels]
+    if not labels:
+        raise ValueError("labels must not be empty: the labels file names the detected categories")
+    if any("\n" in label for label in labels):
+        raise ValueError("labels must not contain line breaks: the labels file has one label a line")
+    return labels
+
 
 def _single_input(subgraph) -> int:
     if len(subgraph.inputs) != 1:
@@ -141,19 +191,22 @@ def _output_roles(subgraph, postprocess) -> List[str]:
 
 # --- the metadata flatbuffer ---------------------------------------------------------------------
 
-def _model_metadata(image, output_roles: Sequence[str], *, name: str, description: str, version: str,
+def _model_metadata(image, output_metadata, *, group: bool, name: str, description: str, version: str,
                     author: str, license: str, mean: float, std: float) -> bytes:
-    """The ModelMetadata flatbuffer (identifier "M001") of a detector with one image input."""
+    """The ModelMetadata flatbuffer (identifier "M001") of a detector with one image input;
+    `output_metadata(builder)` writes the outputs' TensorMetadata, `group` adds the detection group."""
     b = flatbuffers.Builder(1024)
     inputs = [_image_tensor_metadata(b, image, mean, std)]
-    outputs = [_output_tensor_metadata(b, role) for role in output_roles]
-    group = _table(b, (0, "offset", b.CreateString(DETECTION_GROUP)),
-                   (1, "offset", _strings_vector(b, [LOCATION, CATEGORY, SCORE])))
+    outputs = output_metadata(b)
+    groups = None
+    if group:
+        groups = _offsets_vector(b, [_table(b, (0, "offset", b.CreateString(DETECTION_GROUP)),
+                                            (1, "offset", _strings_vector(b, [LOCATION, CATEGORY, SCORE])))])
     # SubGraphMetadata: name 0, input_tensor_metadata 2, output_tensor_metadata 3, output_tensor_groups 8.
     subgraph = _table(b, (0, "offset", b.CreateString(name)),
                       (2, "offset", _offsets_vector(b, inputs)),
                       (3, "offset", _offsets_vector(b, outputs)),
-                      (8, "offset", _offsets_vector(b, [group])))
+                      (8, "offset", groups))
     # ModelMetadata: name 0, description 1, version 2, subgraph_metadata 3, author 4, license 5,
     # min_parser_version 7.
     root = _table(b, (0, "offset", b.CreateString(name)),
@@ -208,6 +261,22 @@ def _output_tensor_metadata(b, role: str) -> int:
                   (1, "offset", b.CreateString(_DESCRIPTIONS[role])),
                   (3, "offset", content),
                   (6, "offset", files))
+
+
+def _raw_output_metadata(b, role: str) -> int:
+    """TensorMetadata of a raw prediction output, with the file that explains its last axis."""
+    if role == RAW_BOX_ENCODINGS:
+        file_name, file_type = ANCHORS_FILE_NAME, _ASSOCIATED_FILE_UNKNOWN
+    else:
+        file_name, file_type = LABELS_FILE_NAME, _ASSOCIATED_FILE_TENSOR_AXIS_LABELS
+    content = _table(b, (0, "uint8", _CONTENT_FEATURE), (1, "offset", _table(b)))
+    associated = _table(b, (0, "offset", b.CreateString(file_name)),
+                        (1, "offset", b.CreateString(_RAW_DESCRIPTIONS[role])),
+                        (2, "int8", file_type))
+    return _table(b, (0, "offset", b.CreateString(role)),
+                  (1, "offset", b.CreateString(_RAW_DESCRIPTIONS[role])),
+                  (3, "offset", content),
+                  (6, "offset", _offsets_vector(b, [associated])))
 
 
 _PREPEND = {"offset": "PrependUOffsetTRelativeSlot", "uint8": "PrependUint8Slot",

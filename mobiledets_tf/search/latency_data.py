@@ -148,10 +148,7 @@ def export_architecture(space: SearchSpace, indices: Sequence[int], settings: Co
     """Builds the detector of `indices` with untrained weights and writes its .tflite to `path`."""
     import tensorflow as tf
 
-    from mobiledets_tf.export.converter import convert
-    from mobiledets_tf.export.detection_outputs import standardize_detection_outputs
-    from mobiledets_tf.export.inference_graph import DetectionExportModule
-    from mobiledets_tf.export.postprocess_op import NmsSettings
+    from mobiledets_tf.export.exporter import tflite_model_bytes
     from mobiledets_tf.keras import keras
     from mobiledets_tf.models.detector import SSDLiteDetector
 
@@ -164,8 +161,9 @@ def export_architecture(space: SearchSpace, indices: Sequence[int], settings: Co
         size = settings.input_size
         calibration = [rng.uniform(-1, 1, (1, size, size, 3)).astype(np.float32)
                        for _ in range(CALIBRATION_IMAGES)]
-    model_bytes = standardize_detection_outputs(
-        convert(DetectionExportModule(detector, NmsSettings()), settings.precision, calibration))
+    labels = [f"class_{i}" for i in range(1, settings.num_classes + 1)]
+    model_bytes = tflite_model_bytes(detector, settings.precision, labels,
+                                     calibration_images=calibration)
     write_bytes_atomically(path, model_bytes)
     keras.backend.clear_session()
     tf.compat.v1.reset_default_graph()

@@ -22,6 +22,9 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 
 def _files(pattern: str, shuffle: bool, seed: int) -> tf.data.Dataset:
+    if not pattern:
+        raise FileNotFoundError("no TFRecord pattern given: set data.train_pattern (training, int8 "
+                                "calibration) or data.val_pattern (evaluation)")
     matched = tf.io.gfile.glob(pattern)
     if not matched:
         raise FileNotFoundError(f"no TFRecord files match {pattern!r}")

@@ -1,7 +1,8 @@
 """Finding and restoring detector checkpoints, with errors that say what is wrong.
 
-Training, evaluation and export all restore weights through `restore_weights`, so a missing,
-unreadable or mismatched checkpoint gives the same one-line `CheckpointError` everywhere. A training
+Evaluation and export restore weights through `restore_weights` (training's initial weights through
+`fine_tuning.restore_initial_weights`), so a missing, unreadable or mismatched checkpoint gives the
+same one-line `CheckpointError` everywhere. A training
 run with a moving average of its weights also writes, next to each checkpoint, the averaged weights
 under `AVERAGED_DIR`; given the run's directory, evaluation and export use those.
 """

@@ -46,8 +46,9 @@ def resolve_data(config: ExperimentConfig) -> DataSources:
         train, val, annotations, label_map_path = (built.train_pattern, built.val_pattern,
                                                    built.val_annotations, built.label_map_path)
     else:
-        if not data.train_pattern or not data.label_map:
-            raise ConfigError("data.dataset is 'tfrecord': set data.train_pattern and data.label_map")
+        if not data.label_map:   # the TFRecord patterns are checked where they are read
+            raise ConfigError("data.dataset is 'tfrecord': set data.label_map (and data.train_pattern "
+                              "to train, data.val_pattern to evaluate)")
         train, val, annotations, label_map_path = (data.train_pattern, data.val_pattern,
                                                    data.val_annotations, data.label_map)
     label_map = read_label_map(label_map_path)

@@ -21,6 +21,7 @@ from mobiledets_tf.data.image_files import read_resized_image
 from mobiledets_tf.detection import box_coding
 from mobiledets_tf.tf1_zoo.checkpoint_import import TF1ImportError, import_tf1_checkpoint
 from conftest import TF1_GPU_GROUP
+from tf1_reference.build_reference import DECODE_STRESS_SCALE
 
 RAW_TOLERANCE = 1e-4      # of the largest magnitude of the reference output
 ANCHOR_TOLERANCE = 1e-6
@@ -51,27 +52,24 @@ def raw_outputs(detector, photos):
     return images, box_encodings.numpy(), class_logits.numpy()
 
 
-def sorted_detections(boxes, classes, scores, count):
-    """Detections ordered by score, ties (equal scores) broken by class and box."""
-    boxes, classes, scores = boxes[:count], classes[:count], scores[:count]
-    order = np.lexsort((boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], classes,
-                        -np.round(scores, 6)))
-    return boxes[order], classes[order], scores[order]
-
-
 def assert_same_detections(ours, reference, image: int):
+    """The same number of detections, scores equal in NMS order, and each of ours matched to a
+    distinct reference detection of the same class and score with a box within NMS_BOX_TOLERANCE
+    (so the order is the same up to ties)."""
     count = int(reference["num_detections"][image])
     assert int(ours["num_detections"][image]) == count
-    np.testing.assert_allclose(ours["scores"][image][:count], reference["nms_scores"][image][:count],
-                               atol=1e-6, err_msg=f"image {image}: scores in NMS order")
-    our_boxes, our_classes, _ = sorted_detections(
-        ours["boxes"][image], ours["classes"][image], ours["scores"][image], count)
-    ref_boxes, ref_classes, _ = sorted_detections(
-        reference["nms_boxes"][image], reference["nms_classes"][image],
-        reference["nms_scores"][image], count)
-    np.testing.assert_array_equal(our_classes, ref_classes, err_msg=f"image {image}: classes")
-    np.testing.assert_allclose(our_boxes, ref_boxes, atol=NMS_BOX_TOLERANCE,
-                               err_msg=f"image {image}: boxes")
+    scores, ref_scores = ours["scores"][image][:count], reference["nms_scores"][image][:count]
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-6, err_msg=f"image {image}: scores in NMS order")
+    boxes, ref_boxes = ours["boxes"][image][:count], reference["nms_boxes"][image][:count]
+    classes, ref_classes = ours["classes"][image][:count], reference["nms_classes"][image][:count]
+    unmatched = set(range(count))
+    for i in range(count):
+        match = next((j for j in sorted(unmatched)
+                      if classes[i] == ref_classes[j] and abs(scores[i] - ref_scores[j]) <= 1e-6
+                      and np.max(np.abs(boxes[i] - ref_boxes[j])) <= NMS_BOX_TOLERANCE), None)
+        assert match is not None, (f"image {image}: detection {i} (class {classes[i]}, score "
+                                   f"{scores[i]:.6f}, box {boxes[i]}) is not among the reference's")
+        unmatched.remove(match)
 
 
 def check_parity(arch: str, input_size: int, reference, photos):
@@ -99,6 +97,9 @@ def check_parity(arch: str, input_size: int, reference, photos):
     assert_raw_outputs_match(box_encodings, class_logits, outputs)
     decoded = box_coding.decode(box_encodings, detector.anchors).numpy()
     assert np.max(np.abs(decoded - outputs["decoded_boxes"])) <= DECODED_TOLERANCE
+    stressed = box_coding.decode(box_encodings * DECODE_STRESS_SCALE, detector.anchors).numpy()
+    stress_error = relative_error(stressed, outputs["stressed_decoded_boxes"])
+    assert stress_error <= DECODED_TOLERANCE, f"boxes of large encodings differ by {stress_error:.3g}"
     detections = {k: v.numpy() for k, v in detector.postprocess((box_encodings, class_logits)).items()}
     for image in range(len(photos)):
         assert_same_detections(detections, outputs, image)
@@ -191,3 +192,58 @@ def test_import_binary_writes_a_model_dir_that_restores_to_the_same_outputs(tf1_
     detector = restore_detector(config, output)
     _, box_encodings, class_logits = raw_outputs(detector, photos)
     assert_raw_outputs_match(box_encodings, class_logits, reference["outputs"])
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group(TF1_GPU_GROUP)
+def test_exports_of_the_imported_model_without_a_training_run(tf1_reference, photos, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+    from conftest import run_binary
+    from mobiledets_tf.export.metadata import (ANCHORS_FILE_NAME, read_labels, read_output_tensor_names,
+                                              read_packed_file)
+    from mobiledets_tf.tf1_zoo.checkpoint_import import save_imported
+
+    reference = tf1_reference("mobiledet_gpu", 320)
+    detector, report = import_tf1_checkpoint(reference["checkpoint"])
+    model_dir = str(tmp_path / "imported")
+    save_imported(detector, report, model_dir)
+    export = os.path.join(model_dir, "export")
+    run = run_binary("export", f"--model_dir={model_dir}", "--precision=float32,int8", "--nms=regular",
+                     f"--calibration_data={os.path.dirname(photos[0])}", "--nosaved_model")
+    assert "mobiledet_gpu_320_int8.tflite" in run.stdout
+    run_binary("export", f"--model_dir={model_dir}", "--precision=float32", "--nopostprocess",
+               "--nosaved_model")
+
+    # Without the postprocess op: the raw outputs of the API's graph, and the anchors shipped.
+    raw_path = os.path.join(export, "mobiledet_gpu_320_float32_raw.tflite")
+    with open(raw_path, "rb") as f:
+        raw_bytes = f.read()
+    assert read_output_tensor_names(raw_bytes) == ["raw box encodings", "raw class logits"]
+    assert read_labels(raw_bytes)[0] == "person" and len(read_labels(raw_bytes)) == 90
+    packed_anchors = np.loadtxt(read_packed_file(raw_bytes, ANCHORS_FILE_NAME).splitlines(),
+                                delimiter=",", ndmin=2)
+    anchors_file = np.loadtxt(os.path.join(export, "mobiledet_gpu_320_anchors.csv"), delimiter=",")
+    for anchors in (packed_anchors, anchors_file):
+        assert np.max(np.abs(anchors - reference["outputs"]["anchors"])) <= ANCHOR_TOLERANCE
+    raw = Interpreter(model_path=raw_path).get_signature_runner()
+    with_op = Interpreter(model_path=os.path.join(export, "mobiledet_gpu_320_float32.tflite"))
+    detect = with_op.get_signature_runner()
+    images = np.stack([read_resized_image(p, 320) for p in photos])
+    keras_detections = {k: v.numpy() for k, v in detector.detect(images).items()}
+    for i, image in enumerate(images):
+        normalised = detector.preprocess(image[np.newaxis]).numpy()
+        outputs = raw(image=normalised)
+        for name, key in (("box_encodings", "box_encodings"), ("class_logits", "class_logits")):
+            error = relative_error(outputs[name][0], reference["outputs"][key][i])
+            assert error <= RAW_TOLERANCE, f"image {i}: {name} differ by {error:.3g}"
+        # With the postprocess op: the Keras model's detections (boxes clipped to the image, as
+        # the Keras postprocess and the API do).
+        result = detect(image=normalised)
+        count = int(result["num_detections"][0])
+        tflite = dict(boxes=np.clip(result["detection_boxes"], 0, 1),
+                      classes=result["detection_classes"], scores=result["detection_scores"],
+                      num_detections=np.array([count]))
+        keras_image = {k: v[i:i + 1] for k, v in keras_detections.items()}
+        keras_image["nms_boxes"], keras_image["nms_classes"], keras_image["nms_scores"] = (
+            keras_image.pop("boxes"), keras_image.pop("classes"), keras_image.pop("scores"))
+        assert_same_detections(tflite, keras_image, 0)

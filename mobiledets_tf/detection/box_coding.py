@@ -1,8 +1,11 @@
 """Faster R-CNN center-size box coder with the SSD scale factors (y, x, h, w) = (10, 10, 5, 5).
 
-Thin wrappers around `official.vision.ops.box_ops.encode_boxes` / `decode_boxes`, which do the
-actual coding. Boxes and anchors are (ymin, xmin, ymax, xmax); anchors [A, 4] broadcast over any
-leading batch dimensions of boxes/encodings [..., A, 4].
+Encoding is a thin wrapper around `official.vision.ops.box_ops.encode_boxes`. Decoding is written
+out here: Model Garden's `decode_boxes` caps the height and width terms at log(1000 / 16) (a
+Faster R-CNN guard), while the TF1 Object Detection API's `FasterRcnnBoxCoder` and TFLite's SSD
+postprocess op do not, so its boxes of large encodings differ from theirs (the parity test checks
+this). Boxes and anchors are (ymin, xmin, ymax, xmax); anchors [A, 4] broadcast over any leading
+batch dimensions of boxes/encodings [..., A, 4].
 
 `anchors_to_center_size` is a few lines of numpy rather than `box_ops.yxyx_to_cycxhw` because its
 result is needed as a numpy constant (the anchors input of the TFLite detection postprocess op),
@@ -52,7 +55,12 @@ def decode(
     anchors = tf.convert_to_tensor(anchors, dtype=tf.float32)
     _check_last_dim("encodings", encodings)
     _check_last_dim("anchors", anchors)
-    return box_ops.decode_boxes(encodings, anchors, weights=list(scales))
+    ty, tx, th, tw = tf.unstack(encodings / tf.constant(scales, tf.float32), axis=-1)
+    ymin, xmin, ymax, xmax = tf.unstack(anchors, axis=-1)
+    anchor_h, anchor_w = ymax - ymin, xmax - xmin
+    center_y, center_x = ty * anchor_h + ymin + 0.5 * anchor_h, tx * anchor_w + xmin + 0.5 * anchor_w
+    half_h, half_w = 0.5 * tf.exp(th) * anchor_h, 0.5 * tf.exp(tw) * anchor_w
+    return tf.stack([center_y - half_h, center_x - half_w, center_y + half_h, center_x + half_w], axis=-1)
 
 
 def anchors_to_center_size(anchors: np.ndarray) -> np.ndarray:

@@ -10,8 +10,9 @@ imports it) then never touch the test process. For one architecture it
    checkpoint `model.ckpt-400000` with decoy variables a zoo training checkpoint carries besides the
    model (global_step, Momentum slots, a moving-average shadow, quantization ranges);
 3. decodes and resizes the given image files as the API's input pipeline does and writes the raw box
-   encodings and class logits, anchors, decoded boxes and NMS output to `reference.npz`, and the model
-   variables (name -> shape) to `variables.json`.
+   encodings and class logits, anchors, decoded boxes (also of the encodings scaled by
+   DECODE_STRESS_SCALE) and NMS output to `reference.npz`, and the model variables (name -> shape)
+   to `variables.json`.
 """
 import argparse
 import importlib
@@ -39,6 +40,9 @@ HEAD_BATCH_NORM = {
     "mobilenet_v2": dict(decay=0.9997, epsilon=0.001),
 }
 DECOY_TRAINING_STEP = 400000
+# The raw box encodings are also decoded scaled by this factor: heights and widths then reach
+# exp(encoding / 5) far beyond what a trained model predicts, where box coders that clip differ.
+DECODE_STRESS_SCALE = 50.0
 
 
 def install_shims():
@@ -135,6 +139,8 @@ def build_graph(arch: str, input_size: int, num_classes: int, batch: int):
     decoded = box_coder.decode(tf.reshape(box_encodings, [-1, 4]),
                                box_list.BoxList(tf.reshape(tiled, [-1, 4]))).get()
     decoded = tf.reshape(decoded, [batch, -1, 4])
+    stressed = box_coder.decode(tf.reshape(box_encodings * DECODE_STRESS_SCALE, [-1, 4]),
+                                box_list.BoxList(tf.reshape(tiled, [-1, 4]))).get()
     scores = tf.sigmoid(class_logits)[:, :, 1:]
     nms_boxes, nms_scores, nms_classes, _, _, num_detections = (
         post_processing.batch_multiclass_non_max_suppression(
@@ -142,7 +148,7 @@ def build_graph(arch: str, input_size: int, num_classes: int, batch: int):
             max_size_per_class=100, max_total_size=100,
             clip_window=tf.tile(tf.constant([[0.0, 0.0, 1.0, 1.0]]), [batch, 1])))
     outputs = dict(box_encodings=box_encodings, class_logits=class_logits, anchors=anchors,
-                   decoded_boxes=decoded, nms_boxes=nms_boxes, nms_scores=nms_scores,
+                   decoded_boxes=decoded, stressed_decoded_boxes=tf.reshape(stressed, [batch, -1, 4]), nms_boxes=nms_boxes, nms_scores=nms_scores,
                    nms_classes=nms_classes, num_detections=num_detections,
                    feature_map_sizes=tf.constant(np.array(grid_sizes, np.int32)))
     return images, outputs

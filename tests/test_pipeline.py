@@ -115,6 +115,21 @@ def test_eval_dataset_keeps_original_sizes_and_pads(data):
 def test_missing_files_are_reported():
     with pytest.raises(FileNotFoundError, match="no TFRecord files match"):
         pipeline.eval_dataset("/nonexistent/val-*.tfrecord", 64, 4)
+    with pytest.raises(FileNotFoundError, match="no TFRecord pattern given"):
+        pipeline.eval_dataset("", 64, 4)
+
+
+def test_training_needs_a_train_pattern_but_evaluation_and_export_only_a_label_map(tmp_path):
+    from mobiledets_tf.config import ConfigError, load_config
+    from mobiledets_tf.data.label_map import write_label_map
+    from mobiledets_tf.training.task import DetectionTask, resolve_data
+    label_map = str(tmp_path / "label_map.pbtxt")
+    write_label_map([(1, "cat"), (2, "dog")], label_map)
+    config = load_config(overrides=[f"data.dataset=tfrecord,data.label_map={label_map!r},"
+                                    "model.num_classes=2"])
+    assert resolve_data(config).class_names == ["cat", "dog"]
+    with pytest.raises(ConfigError, match="data.train_pattern is empty"):
+        DetectionTask(config, tf.distribute.get_strategy())
 
 
 def test_training_targets_use_the_configured_match_threshold(data):

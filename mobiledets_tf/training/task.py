@@ -67,11 +67,20 @@ def set_precision_policy(mixed_precision: str) -> None:
         keras.mixed_precision.set_global_policy(mixed_precision)
 
 
+def check_training_data(config: ExperimentConfig) -> None:
+    """Training reads data.train_pattern (TFRecords); evaluation and export do not need it."""
+    if config.data.dataset == "tfrecord" and not config.data.train_pattern:
+        raise ConfigError("data.train_pattern is empty: set it to the training TFRecords "
+                          "(e.g. --override=data.train_pattern=coco/train-*.tfrecord)")
+
+
 class DetectionTask:
     def __init__(self, config: ExperimentConfig, strategy: tf.distribute.Strategy,
                  data: DataSources = None):
         self.config = config
         self.strategy = strategy
+        if data is None:
+            check_training_data(config)
         self.data = data or resolve_data(config)
         set_precision_policy(config.train.mixed_precision)
         keras.utils.set_random_seed(config.train.seed)   # the same initial weights for the same seed

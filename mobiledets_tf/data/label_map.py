@@ -65,6 +65,15 @@ def class_names(label_map: Sequence[Category]) -> List[str]:
     return [c.name for c in sorted(label_map)]
 
 
+def names_by_class_index(label_map: Sequence[Category], count: int, missing=None) -> list:
+    """The name of each class index 0..count-1 (category id - 1), `missing` for unused ids."""
+    names = [missing] * count
+    for category in label_map:
+        if category.id <= count:
+            names[category.id - 1] = category.name
+    return names
+
+
 def label_map_to_json(label_map: Sequence[Category]) -> str:
     return json.dumps([{"id": c.id, "name": c.name} for c in sorted(label_map)], indent=1) + "\n"
 

@@ -30,7 +30,7 @@ from absl import logging
 from mobiledets_tf.config import ExperimentConfig
 from mobiledets_tf.data import pipeline
 from mobiledets_tf.data.image_files import image_files, read_resized_image
-from mobiledets_tf.data.label_map import Category
+from mobiledets_tf.data.label_map import names_by_class_index
 from mobiledets_tf.export.compatibility import (CompatibilityReport, build_report, format_report,
                                                  save_report)
 from mobiledets_tf.export.converter import PRECISIONS, convert
@@ -71,11 +71,6 @@ def check_precisions(precisions: Sequence[str], quantization: str) -> None:
         if quantization != "qat" and precision == "int8_qat":
             raise ValueError("int8_qat needs a quantization-aware-trained checkpoint: train one with "
                              "mobiledets-train --quantization=qat --init_checkpoint=FLOAT_CKPT")
-
-
-def labels_by_class_index(label_map: Sequence[Category], num_classes: int) -> List[str]:
-    names = {c.id: c.name for c in label_map}
-    return [names.get(class_id, "???") for class_id in range(1, num_classes + 1)]
 
 
 def representative_images(source: str, input_size: int, num_images: int) -> List[np.ndarray]:
@@ -187,7 +182,7 @@ def export_detector(config: ExperimentConfig, checkpoint: str, data: DataSources
     if "int8" in precisions:
         calibration = representative_images(calibration_data or data.train_pattern, m.input_size,
                                             num_calibration_images)
-    return write_exports(detector, output_dir, precisions, labels_by_class_index(data.label_map, m.num_classes),
+    return write_exports(detector, output_dir, precisions, names_by_class_index(data.label_map, m.num_classes, missing="???"),
                          nms, name, calibration, saved_model, edgetpu, edgetpu_compiler, postprocess)
 
 

@@ -15,7 +15,8 @@ from absl import logging
 from mobiledets_tf.config import ConfigError, ExperimentConfig, load_config
 from mobiledets_tf.data import pipeline
 from mobiledets_tf.data.builtin import builtin_dataset
-from mobiledets_tf.data.label_map import Category, class_names, num_classes, read_label_map
+from mobiledets_tf.data.label_map import (Category, class_names, names_by_class_index, num_classes,
+                                          read_label_map)
 from mobiledets_tf.detection.losses import num_positives
 from mobiledets_tf.keras import keras
 from mobiledets_tf.layers.defaults import synchronized_batch_norm
@@ -149,13 +150,6 @@ class DetectionTask:
         return losses
 
 
-def _names_by_class_index(label_map: List[Category], count: int) -> List[Optional[str]]:
-    names: List[Optional[str]] = [None] * count
-    for category in label_map:
-        names[category.id - 1] = category.name
-    return names
-
-
 def init_class_slots(config: ExperimentConfig, data: DataSources) -> Optional[List[Optional[int]]]:
     """With `train.init_map_classes`: which class slot of the init checkpoint each class keeps,
     matched by name against the label map of the init checkpoint's run (its config.yaml)."""
@@ -171,8 +165,8 @@ def init_class_slots(config: ExperimentConfig, data: DataSources) -> Optional[Li
     if not init_config.data.label_map:
         raise ConfigError(f"train.init_map_classes: {init_config_path} names no data.label_map")
     init_map = read_label_map(init_config.data.label_map)
-    slots = class_slots_by_name(_names_by_class_index(data.label_map, data.num_classes),
-                                _names_by_class_index(init_map, init_config.model.num_classes))
+    slots = class_slots_by_name(names_by_class_index(data.label_map, data.num_classes),
+                                names_by_class_index(init_map, init_config.model.num_classes))
     matched = [c.name for c in data.label_map if slots[c.id] is not None]
     if matched:
         logging.info("Class head: %d of %d classes keep the rows of the same name in %s: %s",

@@ -182,8 +182,9 @@ def export_detector(config: ExperimentConfig, checkpoint: str, data: DataSources
     if "int8" in precisions:
         calibration = representative_images(calibration_data or data.train_pattern, m.input_size,
                                             num_calibration_images)
-    return write_exports(detector, output_dir, precisions, names_by_class_index(data.label_map, m.num_classes, missing="???"),
-                         nms, name, calibration, saved_model, edgetpu, edgetpu_compiler, postprocess)
+    labels = names_by_class_index(data.label_map, m.num_classes, missing="???")
+    return write_exports(detector, output_dir, precisions, labels, nms, name, calibration, saved_model,
+                         edgetpu, edgetpu_compiler, postprocess)
 
 
 def save_report_files(report: CompatibilityReport, stem: str) -> None:

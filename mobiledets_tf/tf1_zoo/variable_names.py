@@ -17,9 +17,10 @@ kernels are `weights` (`depthwise_weights`), biases `biases`. TF-slim's kernel l
 ([kh, kw, in, out], depthwise [kh, kw, in, 1]) are Keras' own, so values copy as they are.
 """
 import dataclasses
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Tuple
 
 from mobiledets_tf.arch.spec import ArchSpec
+from mobiledets_tf.models.ssdlite_head import EXTRA_LAYER_DEPTHS, layer_depth
 
 # Keras weight name (the last part of `variable.name`) -> TF1 variable name (the last part).
 WEIGHT_LEAVES = {"kernel": "weights", "depthwise_kernel": "depthwise_weights", "bias": "biases",
@@ -124,25 +125,20 @@ def _conv_scopes(keras_conv: str, tf1_scope: str, has_batch_norm: bool) -> Dict[
     return scopes
 
 
-def layer_scopes(spec: ArchSpec, num_layers_built: Optional[int] = None,
-                 extra_layer_depths: Tuple[int, ...] = (512, 256, 256, 128),
-                 depth_multiplier: float = 1.0, min_depth: int = 16,
-                 num_feature_maps: int = 6) -> Dict[str, str]:
+def layer_scopes(spec: ArchSpec, extra_layer_depths: Tuple[int, ...] = EXTRA_LAYER_DEPTHS,
+                 depth_multiplier: float = 1.0, min_depth: int = 16) -> Dict[str, str]:
     """{Keras layer name: TF1 scope} of every layer with weights of the SSDLite detector of `spec`.
 
     A BatchNorm layer maps to the scope of its convolution (its weights are
-    `{scope}/BatchNorm/gamma` etc.). `num_layers_built`: the backbone blocks the detector builds
-    (up to its last endpoint; default all).
+    `{scope}/BatchNorm/gamma` etc.).
     """
-    from mobiledets_tf.models.ssdlite_head import layer_depth  # noqa: the head's depth rule
     extractor = tf1_extractor(spec.name)
     block_scopes = (_mobiledet_block_scopes if extractor.naming == "mobiledet"
                     else _mobilenet_block_scopes)
     prefix = f"FeatureExtractor/{extractor.scope}"
     counter = _ScopeCounter()
     scopes: Dict[str, str] = {}
-    last = spec.blocks if num_layers_built is None else spec.blocks[:num_layers_built]
-    for index in range(len(last)):
+    for index in range(len(spec.blocks)):
         keras_block = f"backbone_b{index:02d}"
         for part, tf1 in block_scopes(spec, counter, index):
             is_se = part.startswith("se_")
@@ -159,7 +155,7 @@ def layer_scopes(spec: ArchSpec, num_layers_built: Optional[int] = None,
         scopes.update(_conv_scopes(f"extra{i}_depthwise",
                                    f"{base}_2_Conv2d_{i + 1}_3x3_s2_{full}_depthwise", True))
         scopes.update(_conv_scopes(f"extra{i}_project", f"{base}_2_Conv2d_{i + 1}_3x3_s2_{full}", True))
-    for n in range(num_feature_maps):
+    for n in range(2 + len(extra_layer_depths)):   # C4, C5 and the extra layers
         for kind, tf1 in (("box", "BoxEncodingPredictor"), ("class", "ClassPredictor")):
             scopes.update(_conv_scopes(f"predictor{n}_{kind}_depthwise",
                                        f"BoxPredictor_{n}/{tf1}_depthwise", True))

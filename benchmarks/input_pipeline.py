@@ -17,6 +17,7 @@ from absl import app, flags
 import mobiledets_tf  # noqa: F401
 import tensorflow as tf
 
+from mobiledets_tf import fileio
 from mobiledets_tf.config import load_config
 from mobiledets_tf.training.strategy import make_strategy
 from mobiledets_tf.training.task import DetectionTask
@@ -58,15 +59,14 @@ def main(argv):
     print(f"input pipeline: {pipeline_rate:.1f} images/s")
     print(f"training step:  {train_rate:.1f} images/s")
     print(f"ratio pipeline/training: {ratio:.2f} ({'OK' if ratio >= 2 else 'PIPELINE IS A BOTTLENECK'})")
-    if not os.path.exists(RESULTS):
-        with open(RESULTS, "w") as f:
-            f.write("# Input pipeline vs training step (images/s, measured in one run)\n\n"
-                    "Command: `python benchmarks/input_pipeline.py` (built-in dataset; JPEG decode of every "
-                    "image, SSD random crop, flip, resize, target assignment).\n\n"
-                    "| date | arch | input | batch | pipeline img/s | train img/s | ratio | machine |\n"
-                    "|---|---|---|---|---|---|---|---|\n")
-    with open(RESULTS, "a") as f:
-        f.write(line + "\n")
+    if not fileio.exists(RESULTS):
+        fileio.write_text_atomically(
+            RESULTS, "# Input pipeline vs training step (images/s, measured in one run)\n\n"
+                     "Command: `python benchmarks/input_pipeline.py` (built-in dataset; JPEG decode of every "
+                     "image, SSD random crop, flip, resize, target assignment).\n\n"
+                     "| date | arch | input | batch | pipeline img/s | train img/s | ratio | machine |\n"
+                     "|---|---|---|---|---|---|---|---|\n")
+    fileio.append_text(RESULTS, line + "\n")
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def main(argv):
     del argv
     from mobiledets_tf.benchmark.harness import BenchmarkOptions, run_benchmark
     from mobiledets_tf.benchmark.targets import parse_targets
-    from mobiledets_tf.io_utils import write_text_atomically
+    from mobiledets_tf import fileio
 
     started = time.time()
     work_dir = WORK_DIR.value
@@ -149,9 +149,8 @@ def main(argv):
     lines.append(f"Wall time: {total / 60:.1f} min (export {export_seconds / 60:.1f} min, measurement "
                  f"{measure_seconds / 60:.1f} min).")
     table_path = os.path.join(RESULTS_DIR, NAME.value + ".md")
-    with open(table_path) as f:
-        table = f.read()
-    write_text_atomically(table_path, table + "\n".join(lines) + "\n")
+    table = fileio.read_text(table_path)
+    fileio.write_text_atomically(table_path, table + "\n".join(lines) + "\n")
     print(table + "\n".join(lines))
 
 

@@ -22,6 +22,8 @@ import sys
 import yaml
 from absl import app, flags
 
+from mobiledets_tf import fileio
+
 FLOAT_MODEL_DIR = flags.DEFINE_string("float_model_dir", None,
                                       "A trained float run (default: train the quickstart recipe).")
 CONFIG = flags.DEFINE_string("config", "configs/experiments/quickstart.yaml", "Recipe to train when "
@@ -40,8 +42,7 @@ def run(name: str, *args) -> None:
 
 
 def metrics(path: str) -> dict:
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(fileio.read_text(path))
 
 
 def main(argv):
@@ -67,8 +68,7 @@ def main(argv):
     for step in steps:
         run(*step)
         commands.append("mobiledets-" + " ".join(step))
-    with open(os.path.join(float_dir, "config.yaml")) as f:
-        model = yaml.safe_load(f)["model"]
+    model = yaml.safe_load(fileio.read_text(os.path.join(float_dir, "config.yaml")))["model"]
     stem = f"{model['arch']}_{model['input_size']}"
     rows = [("Keras float32", metrics(f"{work}/eval_keras_float/metrics.json"), None)]
     for precision in ("float32", "float16", "int8", "int8_qat"):
@@ -78,7 +78,7 @@ def main(argv):
                 f"--output_dir={out}")
         run(*step)
         commands.append("mobiledets-" + " ".join(step))
-        rows.append((f"TFLite {precision}", metrics(os.path.join(out, "metrics.json")), os.path.getsize(path)))
+        rows.append((f"TFLite {precision}", metrics(os.path.join(out, "metrics.json")), fileio.getsize(path)))
     write_table(rows, commands, model)
 
 
@@ -98,9 +98,8 @@ def write_table(rows, commands, model) -> None:
     lines += ["", "Commands:", "```"] + commands + ["```", ""]
     text = "\n".join(lines)
     print(text)
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "a") as f:
-        f.write(text + "\n")
+    fileio.makedirs(os.path.dirname(RESULTS))
+    fileio.append_text(RESULTS, text + "\n")
 
 
 if __name__ == "__main__":

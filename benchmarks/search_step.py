@@ -27,8 +27,8 @@ import mobiledets_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import numpy as np
 import tensorflow as tf
 
+from mobiledets_tf import fileio
 from mobiledets_tf.config import TrainConfig
-from mobiledets_tf.io_utils import write_text_atomically
 from mobiledets_tf.keras import keras
 from mobiledets_tf.layers.rounding import round_filters
 from mobiledets_tf.models.backbone import make_block
@@ -170,8 +170,8 @@ def main(argv):
     header = ("# Supernet search step vs standalone training step (measured in one run)\n\n"
               "`benchmarks/search_step.py`: medians over interleaved rounds; the largest architecture takes "
               "per layer the op with the most multiply-adds. Target: ratio <= 2 (a search step should cost about one sampled model).\n")
-    previous = open(RESULTS).read() if os.path.exists(RESULTS) else header
-    write_text_atomically(RESULTS, previous + section)
+    previous = fileio.read_text(RESULTS) if fileio.exists(RESULTS) else header
+    fileio.write_text_atomically(RESULTS, previous + section)
     print(f"appended to {RESULTS}")
 
 

@@ -28,8 +28,8 @@ import mobiledets_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import numpy as np
 import tensorflow as tf
 
+from mobiledets_tf import fileio
 from mobiledets_tf.config import load_config
-from mobiledets_tf.io_utils import write_text_atomically
 from mobiledets_tf.keras import keras
 from mobiledets_tf.search.search_task import SearchTask, search_space_of
 from mobiledets_tf.search.tunas import minibatch_quality
@@ -82,8 +82,7 @@ def quality(task: SearchTask, architectures):
 def main(argv):
     del argv
     config = load_config(CONFIG.value, [f"train.steps={STEPS.value}"] + OVERRIDE.value)
-    with open(ARCH_JSON.value) as f:
-        fixed = json.load(f)["indices"]
+    fixed = json.loads(fileio.read_text(ARCH_JSON.value))["indices"]
     space = search_space_of(config)
     paths = {"sampled": lambda step: space.sample(np.random.default_rng([SEED.value, step])),
              "fixed": lambda step: fixed}
@@ -114,8 +113,8 @@ def main(argv):
     header = ("# Supernet trained on sampled paths vs one fixed path (measured in one run)\n\n"
               "`benchmarks/supernet_paths.py`: the same supernet, data and schedule; losses averaged over "
               "each reporting window, Q on validation mini-batches with batch statistics.\n")
-    previous = open(RESULTS).read() if os.path.exists(RESULTS) else header
-    write_text_atomically(RESULTS, previous + section)
+    previous = fileio.read_text(RESULTS) if fileio.exists(RESULTS) else header
+    fileio.write_text_atomically(RESULTS, previous + section)
     print(f"appended to {RESULTS}")
 
 

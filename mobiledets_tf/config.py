@@ -7,14 +7,13 @@ the override that set the bad value. One override syntax serves every binary:
 `--override=train.steps=200,model.arch=mobiledet_cpu` (values are YAML scalars).
 """
 import dataclasses
-import os
 import typing
 from typing import Iterable, Optional
 
 import yaml
 from official.modeling.hyperparams import base_config, params_dict
 
-from mobiledets_tf.io_utils import write_text_atomically
+from mobiledets_tf import fileio
 
 
 class ConfigError(ValueError):
@@ -72,6 +71,8 @@ class TrainConfig(base_config.Config):
     mixed_precision: str = ""            # "", "mixed_bfloat16" (TPU) or "mixed_float16" (GPU)
     checkpoint_every: int = 1000
     keep_checkpoints: int = 5
+    eval_every: int = 0                  # > 0: evaluate in the training process every N steps (and
+                                         # at the last), keeping model_dir/best/ and the history
     log_every: int = 100
     image_summary_every: int = 5000
     init_checkpoint: str = ""            # float weights to start from (before QAT wrapping); a
@@ -91,6 +92,7 @@ class EvalConfig(base_config.Config):
     score_threshold: float = 1e-8
     iou_threshold: float = 0.6
     max_detections: int = 100
+    best_metric: str = "AP"              # the metric that chooses model_dir/best/ (higher is better)
 
 
 @dataclasses.dataclass
@@ -185,9 +187,9 @@ def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Ex
     """Defaults <- YAML file at `path` <- each override string, validated after each step."""
     config = ExperimentConfig()
     if path:
-        if not os.path.isfile(path):
+        if not fileio.isfile(path):
             raise ConfigError(f"{path}: config file not found")
-        with open(path) as f:
+        with fileio.open_file(path) as f:
             try:
                 data = yaml.safe_load(f) or {}
             except yaml.YAMLError as e:
@@ -203,5 +205,5 @@ def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Ex
 
 def save_config(config: ExperimentConfig, path: str) -> None:
     """Writes the resolved config as YAML, atomically."""
-    write_text_atomically(path, yaml.safe_dump(config.as_dict(), sort_keys=False))
+    fileio.write_text_atomically(path, yaml.safe_dump(config.as_dict(), sort_keys=False))
 

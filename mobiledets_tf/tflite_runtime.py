@@ -1,11 +1,14 @@
 """Loading a .tflite model into the ai-edge-litert interpreter, with an optional delegate.
 
 Shared by TFLite evaluation and the latency benchmark; it imports no TensorFlow, so benchmark
-worker processes start in a fraction of a second.
+worker processes start in a fraction of a second. A model given as a URL is read into memory (which
+loads TensorFlow's file system).
 """
 from typing import Mapping, Optional
 
 from ai_edge_litert.interpreter import Interpreter, OpResolverType, load_delegate
+
+from mobiledets_tf import fileio
 
 
 class TFLiteModelError(ValueError):
@@ -23,8 +26,10 @@ def load_interpreter(model_path: str, delegate: Optional[str] = None,
         except (ValueError, OSError) as e:
             raise TFLiteModelError(f"cannot load the delegate {delegate}: {e}") from e
     resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    model = ({"model_content": fileio.read_bytes(model_path)} if fileio.is_remote(model_path)
+             else {"model_path": model_path})
     try:
-        interpreter = Interpreter(model_path=model_path, experimental_delegates=delegates or None,
+        interpreter = Interpreter(**model, experimental_delegates=delegates or None,
                                   num_threads=num_threads, experimental_op_resolver_type=resolver)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as e:

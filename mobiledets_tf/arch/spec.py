@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Union
 
 import yaml
 
-from mobiledets_tf.io_utils import write_text_atomically
+from mobiledets_tf import fileio
 
 from mobiledets_tf.layers.activations import ACTIVATIONS
 from mobiledets_tf.layers.squeeze_excite import SE_GATES
@@ -125,13 +125,12 @@ class ArchSpec:
 
     def save(self, path: str) -> None:
         """Writes YAML (or JSON for a .json path) atomically."""
-        write_text_atomically(path, self.to_json() if path.endswith(".json") else self.to_yaml())
+        fileio.write_text_atomically(path, self.to_json() if path.endswith(".json") else self.to_yaml())
 
     @classmethod
     def load(cls, path: str) -> "ArchSpec":
         try:
-            with open(path) as f:
-                text = f.read()
+            text = fileio.read_text(path)
         except OSError as e:
             raise ArchSpecError(f"{path}: cannot read architecture file: {e.strerror}") from e
         try:

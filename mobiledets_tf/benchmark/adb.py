@@ -35,6 +35,7 @@ import signal
 import subprocess
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from mobiledets_tf import fileio
 from mobiledets_tf.benchmark.benchmark_model_output import (BenchmarkModelError, failure_lines,
                                                             parse_benchmark_model_output)
 from mobiledets_tf.benchmark.latency import Measurement
@@ -219,7 +220,8 @@ def _benchmark_device(serial: str, model_paths: List[str], targets: List[Target]
     for model_path in model_paths:
         remote_model = posixpath.join(remote_dir, os.path.basename(model_path))
         try:
-            _adb_checked(serial, ["push", model_path, remote_model], adb, PUSH_TIMEOUT_S)
+            with fileio.local_copy(model_path) as local_model:   # adb pushes local files only
+                _adb_checked(serial, ["push", local_model, remote_model], adb, PUSH_TIMEOUT_S)
         except AdbError as error:
             rows.fail_all([model_path], targets, device, threads, f"pushing the model failed: {error}")
             continue
@@ -315,13 +317,15 @@ def _check_arguments(model_paths: List[str], targets: List[Target], benchmark_bi
                      threads: int) -> None:
     if not model_paths or not targets:
         raise ValueError("benchmark_on_devices needs at least one model and one target")
-    for path in [benchmark_binary] + model_paths:
-        if not os.path.isfile(path):
+    if not os.path.isfile(benchmark_binary):
+        raise FileNotFoundError(f"no such file: {benchmark_binary}")
+    for path in model_paths:
+        if not fileio.isfile(path):
             raise FileNotFoundError(f"no such file: {path}")
     by_name: Dict[str, str] = {}
     for path in model_paths:
         other = by_name.setdefault(os.path.basename(path), path)
-        if os.path.abspath(other) != os.path.abspath(path):
+        if fileio.absolute(other) != fileio.absolute(path):
             raise ValueError(f"{other} and {path} have the same file name; the device directory holds one "
                              "file per name, so rename one of them")
     for target in targets:

@@ -7,13 +7,13 @@ model x target x device, failures included), joins model cards and AP, and write
 """
 import dataclasses
 import datetime
-import glob
 import os
 import platform
 import sys
 from importlib import metadata
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
+from mobiledets_tf import fileio
 from mobiledets_tf.benchmark import adb, edgetpu_backend, local
 from mobiledets_tf.benchmark.latency import Measurement
 from mobiledets_tf.benchmark.pareto import plot_pareto
@@ -43,7 +43,7 @@ def expand_models(patterns: Sequence[str]) -> List[str]:
     """Paths and globs -> sorted unique .tflite paths; FileNotFoundError names a pattern that matched none."""
     paths = []
     for pattern in patterns:
-        matches = sorted(glob.glob(os.path.expanduser(pattern)))
+        matches = fileio.glob(pattern)
         if not matches:
             raise FileNotFoundError(f"--models: nothing matches {pattern!r}")
         paths += [m for m in matches if m not in paths]

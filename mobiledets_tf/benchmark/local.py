@@ -12,6 +12,7 @@ import subprocess
 import sys
 from typing import Callable, List, Mapping, Optional, Sequence
 
+from mobiledets_tf import fileio
 from mobiledets_tf.benchmark.latency import LatencyStats, Measurement, pool_rounds
 from mobiledets_tf.benchmark.local_worker import RESULT_PREFIX
 from mobiledets_tf.benchmark.targets import Target, parse_delegate_options
@@ -40,15 +41,18 @@ def measure_in_worker(model_path: str, backend: str, target: Target, device: str
                       warmup_runs: int, num_runs: int, xnnpack: bool = True,
                       delegate: Optional[str] = None, delegate_options: Optional[Mapping[str, str]] = None,
                       cpus: Optional[Sequence[int]] = None) -> Measurement:
-    """Times one model in a worker process; any failure (load error, crash, timeout) is the row's error."""
+    """Times one model in a worker process; any failure (load error, crash, timeout) is the row's error.
+
+    A model given as a URL is timed from a local copy."""
     measurement = Measurement(model_path, backend, target.label, device, threads)
-    request = dict(model_path=model_path, threads=threads, xnnpack=xnnpack, warmup_runs=warmup_runs,
-                   num_runs=num_runs, delegate=delegate, delegate_options=dict(delegate_options or {}),
-                   cpus=list(cpus or []))
     try:
-        run = subprocess.run([sys.executable, "-m", "mobiledets_tf.benchmark.local_worker",
-                              json.dumps(request)], capture_output=True, text=True,
-                             timeout=WORKER_TIMEOUT_SECONDS)
+        with fileio.local_copy(model_path) as local_model:
+            request = dict(model_path=local_model, threads=threads, xnnpack=xnnpack, warmup_runs=warmup_runs,
+                           num_runs=num_runs, delegate=delegate, delegate_options=dict(delegate_options or {}),
+                           cpus=list(cpus or []))
+            run = subprocess.run([sys.executable, "-m", "mobiledets_tf.benchmark.local_worker",
+                                  json.dumps(request)], capture_output=True, text=True,
+                                 timeout=WORKER_TIMEOUT_SECONDS)
     except subprocess.TimeoutExpired:
         measurement.error = f"timed out after {WORKER_TIMEOUT_SECONDS} s"
         return measurement

@@ -8,7 +8,7 @@ and accuracy.
 from typing import List, Sequence, Tuple
 
 from mobiledets_tf.benchmark.results import BenchmarkRow
-from mobiledets_tf.io_utils import write_atomically
+from mobiledets_tf.fileio import write_atomically
 
 
 def pareto_front(points: Sequence[Tuple[float, float]]) -> List[Tuple[float, float]]:

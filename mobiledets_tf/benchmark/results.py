@@ -12,9 +12,9 @@ import json
 import os
 from typing import Dict, List, Mapping, Optional, Sequence
 
+from mobiledets_tf import fileio
 from mobiledets_tf.benchmark.latency import Measurement
 from mobiledets_tf.export.model_card import EDGETPU_STEM_SUFFIX, load_model_card
-from mobiledets_tf.io_utils import write_text_atomically
 
 
 @dataclasses.dataclass
@@ -61,14 +61,13 @@ def find_metrics(tflite_path: str, eval_json: Mapping[str, str]) -> Optional[str
             return eval_json[key]
     for candidate in stems:
         path = os.path.join(os.path.dirname(tflite_path), f"eval_{candidate}", "metrics.json")
-        if os.path.exists(path):
+        if fileio.exists(path):
             return path
     return None
 
 
 def read_ap(metrics_path: str) -> Dict[str, float]:
-    with open(metrics_path) as f:
-        metrics = json.load(f)
+    metrics = json.loads(fileio.read_text(metrics_path))
     if "AP" not in metrics:
         raise ValueError(f"{metrics_path}: not a metrics.json of mobiledets-eval (no 'AP')")
     return {"ap": float(metrics["AP"]), "ap50": float(metrics.get("AP50", float("nan")))}
@@ -142,12 +141,10 @@ def write_tables(rows: Sequence[BenchmarkRow], output_stem: str, title: str = ""
     notes = [f"{key}: {value}" for key, value in context.items()]
     files = {".md": format_markdown(rows, title, notes), ".csv": format_csv(rows),
              ".json": format_json(rows, dict(context))}
-    os.makedirs(os.path.dirname(os.path.abspath(output_stem)), exist_ok=True)
     for suffix, text in files.items():
-        write_text_atomically(output_stem + suffix, text)
+        fileio.write_text_atomically(output_stem + suffix, text)
     return [output_stem + suffix for suffix in files]
 
 
 def read_rows(json_path: str) -> List[BenchmarkRow]:
-    with open(json_path) as f:
-        return [BenchmarkRow(**row) for row in json.load(f)["rows"]]
+    return [BenchmarkRow(**row) for row in json.loads(fileio.read_text(json_path))["rows"]]

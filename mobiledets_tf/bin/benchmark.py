@@ -17,6 +17,7 @@ import sys
 
 from absl import app, flags
 
+from mobiledets_tf import fileio
 from mobiledets_tf.benchmark.adb import AdbError
 from mobiledets_tf.benchmark.harness import run_benchmark
 from mobiledets_tf.benchmark.results import format_markdown
@@ -44,7 +45,7 @@ def parse_eval_json(values):
         model, sep, path = value.partition("=")
         if not sep or not model or not path:
             raise ValueError(f"--eval_json: {value!r} is not MODEL=PATH")
-        if not os.path.exists(path):
+        if not fileio.exists(path):
             raise FileNotFoundError(f"--eval_json: {path}: no such file")
         mapping[model] = path
     return mapping

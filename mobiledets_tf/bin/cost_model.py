@@ -30,7 +30,7 @@ from mobiledets_tf.arch import load_arch
 from mobiledets_tf.benchmark.adb import AdbError
 from mobiledets_tf.bin.benchmark_flags import backend_flag, benchmark_options_from_flags, define_benchmark_flags
 from mobiledets_tf.export.edgetpu import CompilerNotFoundError
-from mobiledets_tf.io_utils import write_text_atomically
+from mobiledets_tf.fileio import write_text_atomically
 from mobiledets_tf.benchmark.latency import LATENCY_STATISTICS
 from mobiledets_tf.search.cost_model import (CostModel, CostModelError, check_compatible, evaluate, fit,
                                              measured_with, split_holdout, with_statistic)

@@ -20,9 +20,9 @@ import sys
 from absl import app, flags, logging
 
 import mobiledets_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+from mobiledets_tf import fileio
 from mobiledets_tf.bin import common
 from mobiledets_tf.config import ConfigError, save_config
-from mobiledets_tf.io_utils import write_text_atomically
 from mobiledets_tf.search.cost_model import CostModel, CostModelError
 from mobiledets_tf.search.space import SearchSpaceError
 from mobiledets_tf.training.loop import TrainingDivergedError
@@ -61,7 +61,7 @@ def write_random_baseline(config, cost_model) -> None:
         raise ConfigError(f"search.target_ms must be a positive latency in ms, got {s.target_ms}")
     found = sample_near_target(space, cost_model, s.target_ms, RANDOM_BASELINE.value, band=RANDOM_BAND.value,
                                seed=s.seed)
-    os.makedirs(MODEL_DIR.value, exist_ok=True)
+    fileio.makedirs(MODEL_DIR.value)
     records = []
     for k, (indices, predicted) in enumerate(found):
         path = os.path.join(MODEL_DIR.value, f"random_arch_{k}.yaml")
@@ -70,9 +70,9 @@ def write_random_baseline(config, cost_model) -> None:
                                        f"(target {s.target_ms:g} ms)").save(path)
         records.append({"path": path, "indices": indices, "predicted_ms": predicted})
         print(f"{path}: predicted {predicted:.2f} ms")
-    write_text_atomically(os.path.join(MODEL_DIR.value, "random_archs.json"),
-                          json.dumps({"target_ms": s.target_ms, "band": RANDOM_BAND.value,
-                                      "architectures": records}, indent=2) + "\n")
+    fileio.write_text_atomically(os.path.join(MODEL_DIR.value, "random_archs.json"),
+                                 json.dumps({"target_ms": s.target_ms, "band": RANDOM_BAND.value,
+                                             "architectures": records}, indent=2) + "\n")
 
 
 def main(argv):
@@ -100,7 +100,7 @@ def main(argv):
                  "batch %d, %d steps; cost model %s", task.space.tag, len(task.space.decisions),
                  float(task.space.size), config.search.target_ms, strategy.num_replicas_in_sync,
                  config.train.batch_size, config.train.steps, cost_model.describe())
-    os.makedirs(MODEL_DIR.value, exist_ok=True)
+    fileio.makedirs(MODEL_DIR.value)
     save_config(config, os.path.join(MODEL_DIR.value, "config.yaml"))
     try:
         result = loop.run()

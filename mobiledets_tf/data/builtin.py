@@ -27,19 +27,18 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
 import time
 from typing import List, Optional
 
 import numpy as np
 from absl import logging
 
+from mobiledets_tf import fileio
 from mobiledets_tf.data import shapes
 from mobiledets_tf.data.coco_to_tfrecords import (convert_coco_to_tfrecords, label_map_paths,
                                                   shard_path, shard_pattern)
 from mobiledets_tf.data.label_map import num_classes as label_map_num_classes
 from mobiledets_tf.data.label_map import read_label_map
-from mobiledets_tf.io_utils import write_text_atomically
 
 DEFAULT_NUM_TRAIN = 4000
 DEFAULT_NUM_VAL = 400
@@ -90,11 +89,10 @@ def _expected_files(root: str, params: dict) -> List[str]:
 
 def _is_complete(root: str, params: dict) -> bool:
     try:
-        with open(os.path.join(root, MANIFEST)) as f:
-            manifest = json.load(f)
+        manifest = json.loads(fileio.read_text(os.path.join(root, MANIFEST)))
     except (OSError, ValueError):
         return False
-    return manifest.get("params") == params and all(os.path.isfile(p) for p in _expected_files(root, params))
+    return manifest.get("params") == params and all(fileio.isfile(p) for p in _expected_files(root, params))
 
 
 def _dataset(root: str, params: dict) -> BuiltinDataset:
@@ -114,10 +112,9 @@ def _dataset(root: str, params: dict) -> BuiltinDataset:
 def _generate(root: str, params: dict) -> None:
     start = time.time()
     manifest_path = os.path.join(root, MANIFEST)
-    if os.path.exists(manifest_path):
-        os.remove(manifest_path)
+    fileio.remove(manifest_path)
     for sub in ("raw", "tfrecords"):
-        shutil.rmtree(os.path.join(root, sub), ignore_errors=True)
+        fileio.rmtree(os.path.join(root, sub))
     reports = {}
     for split in SPLITS:
         raw = os.path.join(root, "raw")
@@ -132,7 +129,7 @@ def _generate(root: str, params: dict) -> None:
     seconds = time.time() - start
     manifest = {"dataset": "mobiledets_tf built-in shapes", "params": params, "splits": reports,
                 "class_names": list(shapes.CLASS_NAMES), "generation_seconds": round(seconds, 1)}
-    write_text_atomically(manifest_path, json.dumps(manifest, indent=1) + "\n")
+    fileio.write_text_atomically(manifest_path, json.dumps(manifest, indent=1) + "\n")
     logging.info("Generated the built-in dataset in %s in %.1f s", root, seconds)
 
 
@@ -143,9 +140,9 @@ def builtin_dataset(root: Optional[str] = None, num_train: int = DEFAULT_NUM_TRA
     if num_train < 1 or num_val < 1:
         raise ValueError(f"num_train and num_val must be >= 1, got {num_train} and {num_val}")
     params = _params(num_train, num_val, image_size, seed, num_shards)
-    root = os.path.abspath(os.path.expanduser(root or default_root(params)))
-    os.makedirs(root, exist_ok=True)
-    with open(os.path.join(root, ".lock"), "w") as lock:
+    root = fileio.absolute(root or default_root(params))
+    fileio.makedirs(root)
+    with open(os.path.join(root, ".lock"), "w") as lock:   # a local file: the cache is a local folder
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if not _is_complete(root, params):

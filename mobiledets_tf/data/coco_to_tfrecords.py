@@ -25,8 +25,9 @@ reported. A malformed annotation file (bad JSON, missing 'images'/'annotations'/
 types, duplicate ids) raises `DatasetFormatError` naming the file, before anything is written.
 
 Files written for `output_prefix` P (all atomically: under a temporary name in the same directory,
-renamed with `os.replace` only once the whole conversion succeeded; a failed or killed conversion
-leaves no file under these names):
+renamed with `fileio.rename` only once the whole conversion succeeded; a failed or killed conversion
+leaves no file under these names). P, the annotation file and the image directory may be local paths
+or URLs (`gs://...`):
 
     P-00000-of-0000N.tfrecord ...   the records, images sorted by id, dealt round-robin over shards
     P.label_map.json                the categories, [{"id": 1, "name": ...}, ...]
@@ -55,9 +56,9 @@ from PIL import Image, ImageSequence, UnidentifiedImageError
 
 import mobiledets_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import tensorflow as tf
+from mobiledets_tf import fileio
 from mobiledets_tf.data import label_map as label_map_lib
 from mobiledets_tf.data.example_format import make_detection_example
-from mobiledets_tf.io_utils import temp_path
 from mobiledets_tf.progress import progress_bar
 
 ERROR, WARNING, INFO = "error", "warning", "info"
@@ -257,8 +258,7 @@ def load_coco_annotations(path: str) -> CocoDataset:
     offending entry and its field).
     """
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = fileio.read_bytes(path)
     except OSError as e:
         raise DatasetFormatError(f"{path}: cannot read annotation file: {e.strerror}") from e
     try:
@@ -378,11 +378,10 @@ def read_image_for_record(path: str):
     RGB JPEGs are kept byte for byte (and checked to decode in TensorFlow too); anything else is
     converted to RGB and re-encoded as JPEG quality 95. Raises _UnreadableImage with the reason.
     """
-    if not os.path.isfile(path):
+    if not fileio.isfile(path):
         raise _UnreadableImage("file not found")
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = fileio.read_bytes(path)
     except OSError as e:
         raise _UnreadableImage(f"cannot read file: {e.strerror}") from None
     if not data:
@@ -436,11 +435,11 @@ def _process_is_running(pid: int) -> bool:
 def _remove_stale_temporaries(finals: Sequence[str]) -> None:
     """Removes `{final}.{pid}.tmp` files left by a killed conversion (whose process is gone)."""
     for final in finals:
-        for tmp in glob.glob(f"{glob.escape(final)}.*.tmp"):
+        for tmp in fileio.glob(f"{glob.escape(final)}.*.tmp"):
             pid = tmp[len(final) + 1:-len(".tmp")]
             if pid.isdigit() and not _process_is_running(int(pid)):
                 logging.info("Removing %s, left by a conversion that was stopped", tmp)
-                os.remove(tmp)
+                fileio.remove(tmp)
 
 
 def _check_annotations(anns, image, width, height, category_names, problems):
@@ -495,9 +494,9 @@ def convert_coco_to_tfrecords(annotations_path: str, image_dir: str, output_pref
     if not isinstance(num_shards, int) or isinstance(num_shards, bool) or num_shards < 1:
         raise ValueError(f"num_shards must be a positive integer, got {num_shards!r}")
     dataset = load_coco_annotations(annotations_path)
-    if not os.path.isdir(image_dir):
+    if not fileio.isdir(image_dir):
         raise DatasetFormatError(f"{image_dir}: image directory not found (images of {annotations_path})")
-    output_prefix = os.path.abspath(output_prefix)
+    output_prefix = fileio.absolute(output_prefix)
     report = ConversionReport(annotations_path=annotations_path, image_dir=image_dir,
                               output_prefix=output_prefix, num_shards=num_shards, skip_invalid=skip_invalid,
                               num_images_in_json=len(dataset.images),
@@ -510,10 +509,10 @@ def convert_coco_to_tfrecords(annotations_path: str, image_dir: str, output_pref
     category_names = {c.id: c.name for c in dataset.label_map}
 
     out_dir = os.path.dirname(output_prefix)
-    os.makedirs(out_dir, exist_ok=True)
+    fileio.makedirs(out_dir)
     finals = [shard_path(output_prefix, i, num_shards) for i in range(num_shards)]
     finals += label_map_paths(output_prefix) + [report_path(output_prefix)]
-    temps = {final: temp_path(final) for final in finals}
+    temps = {final: fileio.temp_path(final) for final in finals}
     _remove_stale_temporaries(finals)
     shard_finals = finals[:num_shards]
     writers = []
@@ -576,24 +575,23 @@ def convert_coco_to_tfrecords(annotations_path: str, image_dir: str, output_pref
         report.label_map_paths = label_map_paths(output_prefix)
         report.report_path = report_path(output_prefix)
         report.removed_stale_shards = sorted(
-            p for p in glob.glob(f"{glob.escape(output_prefix)}-[0-9][0-9][0-9][0-9][0-9]-of-"
+            p for p in fileio.glob(f"{glob.escape(output_prefix)}-[0-9][0-9][0-9][0-9][0-9]-of-"
                                  f"[0-9][0-9][0-9][0-9][0-9].tfrecord")
             if p not in shard_finals)
         json_map, pbtxt_map = report.label_map_paths
         for path, text in ((json_map, label_map_lib.label_map_to_json(dataset.label_map)),
                            (pbtxt_map, label_map_lib.label_map_to_pbtxt(dataset.label_map)),
                            (report.report_path, json.dumps(report.to_dict(), indent=1) + "\n")):
-            with open(temps[path], "w", encoding="utf-8") as f:
+            with fileio.open_file(temps[path], "w") as f:
                 f.write(text)
         for final in finals:  # the report last: its presence marks a complete conversion
-            os.replace(temps[final], final)
+            fileio.rename(temps[final], final)
         for stale in report.removed_stale_shards:
             logging.info("Removing %s (a shard of an earlier conversion to the same prefix)", stale)
-            os.remove(stale)
+            fileio.remove(stale)
     finally:
         for w in writers:
             w.close()
         for tmp in temps.values():
-            if os.path.exists(tmp):
-                os.remove(tmp)
+            fileio.remove(tmp)
     return report

@@ -5,6 +5,7 @@ from typing import List
 import numpy as np
 import tensorflow as tf
 
+from mobiledets_tf import fileio
 from mobiledets_tf.data.pipeline import resize
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -13,7 +14,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 def read_image(path: str) -> np.ndarray:
     """The decoded image, uint8 [H, W, 3] (grey and RGBA images converted), as TensorFlow decodes it."""
     try:
-        data = tf.io.gfile.GFile(path, "rb").read()
+        data = fileio.read_bytes(path)
         return tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
     except (tf.errors.OpError, OSError) as e:
         raise ValueError(f"{path}: cannot read the image: {str(e).splitlines()[0]}") from e
@@ -26,7 +27,7 @@ def read_resized_image(path: str, input_size: int) -> np.ndarray:
 
 def image_files(folder: str) -> List[str]:
     """The image files directly in `folder`, sorted by name."""
-    if not tf.io.gfile.isdir(folder):
+    if not fileio.isdir(folder):
         raise FileNotFoundError(f"{folder}: no such folder")
-    return sorted(os.path.join(folder, name) for name in tf.io.gfile.listdir(folder)
+    return sorted(os.path.join(folder, name) for name in fileio.listdir(folder)
                   if name.lower().endswith(IMAGE_EXTENSIONS))

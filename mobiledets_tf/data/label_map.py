@@ -12,7 +12,7 @@ import json
 import re
 from typing import Iterable, List, NamedTuple, Sequence, Tuple, Union
 
-from mobiledets_tf.io_utils import write_text_atomically
+from mobiledets_tf import fileio
 
 
 class Category(NamedTuple):
@@ -90,9 +90,9 @@ def write_label_map(label_map: Sequence[Category], path: str) -> None:
     """Writes the label map atomically, as JSON for a `.json` path and OD API text for `.pbtxt`."""
     label_map = make_label_map(label_map)
     if path.endswith(".json"):
-        write_text_atomically(path, label_map_to_json(label_map))
+        fileio.write_text_atomically(path, label_map_to_json(label_map))
     elif path.endswith(".pbtxt"):
-        write_text_atomically(path, label_map_to_pbtxt(label_map))
+        fileio.write_text_atomically(path, label_map_to_pbtxt(label_map))
     else:
         raise LabelMapError(f"{path}: a label map file name must end in .json or .pbtxt")
 
@@ -100,8 +100,7 @@ def write_label_map(label_map: Sequence[Category], path: str) -> None:
 def read_label_map(path: str) -> LabelMap:
     """Reads a `.json` or `.pbtxt` label map; errors name the file and the offending item."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = fileio.read_text(path)
     except OSError as e:
         raise LabelMapError(f"{path}: cannot read label map: {e.strerror}") from e
     if path.endswith(".json"):

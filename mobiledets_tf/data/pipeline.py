@@ -15,6 +15,7 @@ from typing import Dict, Optional
 import tensorflow as tf
 from official.vision.dataloaders import tf_example_decoder
 
+from mobiledets_tf import fileio
 from mobiledets_tf.data.ssd_crop import ssd_random_crop
 from mobiledets_tf.detection import targets as target_lib
 
@@ -25,7 +26,7 @@ def _files(pattern: str, shuffle: bool, seed: int) -> tf.data.Dataset:
     if not pattern:
         raise FileNotFoundError("no TFRecord pattern given: set data.train_pattern (training, int8 "
                                 "calibration) or data.val_pattern (evaluation)")
-    matched = tf.io.gfile.glob(pattern)
+    matched = fileio.glob(pattern)
     if not matched:
         raise FileNotFoundError(f"no TFRecord files match {pattern!r}")
     files = tf.data.Dataset.from_tensor_slices(sorted(matched))

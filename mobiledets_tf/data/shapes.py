@@ -34,7 +34,7 @@ from typing import List, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mobiledets_tf.io_utils import write_bytes_atomically, write_text_atomically
+from mobiledets_tf import fileio
 from mobiledets_tf.progress import progress_bar
 
 CLASS_NAMES = ("circle", "square", "triangle", "star", "cross", "ring")
@@ -229,7 +229,7 @@ def generate_shapes(output_dir: str, split: str, num_images: int, seed: int, ima
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     images_path = image_dir(output_dir, split)
-    os.makedirs(images_path, exist_ok=True)
+    fileio.makedirs(images_path)
     images, annotations = [], []
     for index in progress_bar(range(num_images), desc=f"drawing shapes/{split}", unit="img"):
         drawn = render_image(int(seed), index, image_size)
@@ -237,7 +237,7 @@ def generate_shapes(output_dir: str, split: str, num_images: int, seed: int, ima
         file_name = f"{image_id:06d}.jpg"
         out = io.BytesIO()
         Image.fromarray(drawn.image, "RGB").save(out, format="JPEG", quality=JPEG_QUALITY)
-        write_bytes_atomically(os.path.join(images_path, file_name), out.getvalue())
+        fileio.write_bytes_atomically(os.path.join(images_path, file_name), out.getvalue())
         images.append({"id": image_id, "file_name": file_name, "width": image_size, "height": image_size})
         for obj in drawn.objects:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id,
@@ -250,5 +250,5 @@ def generate_shapes(output_dir: str, split: str, num_images: int, seed: int, ima
         "images": images, "annotations": annotations, "categories": categories(),
     }
     json_path = os.path.join(output_dir, f"{split}.json")
-    write_text_atomically(json_path, json.dumps(data, separators=(",", ":")) + "\n")
+    fileio.write_text_atomically(json_path, json.dumps(data, separators=(",", ":")) + "\n")
     return json_path

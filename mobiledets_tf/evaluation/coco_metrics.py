@@ -26,14 +26,13 @@ read from `COCOeval.eval['precision']`.
 import contextlib
 import io
 import json
-import os
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 from absl import logging
 from pycocotools import cocoeval
 
-from mobiledets_tf.io_utils import write_atomically
+from mobiledets_tf import fileio
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
                 "ARmax1", "ARmax10", "ARmax100", "ARs", "ARm", "ARl")
@@ -130,11 +129,11 @@ class DetectionEvaluator:
         self._annotation_file = annotation_file
         self._coco_gt = None
         if annotation_file:
-            if not os.path.isfile(annotation_file):
+            if not fileio.isfile(annotation_file):
                 raise FileNotFoundError(f"{annotation_file}: COCO annotation file not found")
             try:
-                with contextlib.redirect_stdout(io.StringIO()):
-                    self._coco_gt = _coco_utils().COCOWrapper(eval_type="box", annotation_file=annotation_file)
+                with contextlib.redirect_stdout(io.StringIO()), fileio.local_copy(annotation_file) as local:
+                    self._coco_gt = _coco_utils().COCOWrapper(eval_type="box", annotation_file=local)
             except (ValueError, KeyError, TypeError) as e:
                 raise ValueError(f"{annotation_file}: not a COCO detection annotation file: {e!r}") from e
             for cid, cat in self._coco_gt.cats.items():
@@ -394,7 +393,7 @@ def save_metrics(metrics: Mapping[str, Any], path: str) -> None:
             return v.item()
         return v
     text = json.dumps(plain(metrics), indent=2)
-    write_atomically(path, lambda f: f.write(text.encode("utf-8") + b"\n"))
+    fileio.write_atomically(path, lambda f: f.write(text.encode("utf-8") + b"\n"))
 
 
 def _batch_size(images: Any) -> int:

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from mobiledets_tf.io_utils import write_atomically
+from mobiledets_tf.fileio import write_atomically
 
 # Distinct, saturated colours (no white: white is groundtruth).
 PALETTE = (

@@ -31,10 +31,10 @@ import dataclasses
 import json
 from typing import Dict, List, Optional, Tuple, Union
 
+from mobiledets_tf import fileio
 from mobiledets_tf.export.flatbuffer_model import POSTPROCESS_OP
 from mobiledets_tf.export.tflite_model import (
     INT8_DTYPES, OperatorInfo, SubgraphInfo, TensorInfo, TFLiteModelInfo, read_tflite)
-from mobiledets_tf.io_utils import write_text_atomically
 
 # Coral, "TensorFlow models on the Edge TPU", section "Supported operations"
 # (https://coral.ai/docs/edgetpu/models-intro/#supported-operations), as TFLite builtin names.
@@ -178,12 +178,11 @@ class CompatibilityReport:
 
 
 def save_report(report: CompatibilityReport, path: str) -> None:
-    write_text_atomically(path, report.to_json() + "\n")
+    fileio.write_text_atomically(path, report.to_json() + "\n")
 
 
 def load_report(path: str) -> CompatibilityReport:
-    with open(path, encoding="utf-8") as f:
-        return CompatibilityReport.from_json(f.read())
+    return CompatibilityReport.from_json(fileio.read_text(path))
 
 
 # ----------------------------------------------------------------------------- per-operator facts

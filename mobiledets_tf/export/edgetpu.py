@@ -2,6 +2,8 @@
 
 `compile_model` runs `edgetpu_compiler -s -o OUT_DIR [-m MIN_RUNTIME] [-n NUM_SEGMENTS] [-t TIMEOUT]
 MODEL`, saves everything the compiler prints to `OUT_DIR/<model>.edgetpu_compiler.log` and parses it.
+The compiler reads and writes local files only: a model or an OUT_DIR given as a URL is staged
+through a local temporary folder.
 `parse_compiler_log` reads both the compiler's output and the operation log it writes next to the
 compiled model (`<model>_edgetpu.log`, with `Input:`/`Output:` headers), including the failures it
 reports instead of a table ("Model not quantized", "Didn't find op for builtin opcode ...",
@@ -16,9 +18,9 @@ import shutil
 import subprocess
 from typing import Dict, List, Optional, Tuple
 
+from mobiledets_tf import fileio
 from mobiledets_tf.export.compatibility import (
     COMPILER, MAPPED, CompatibilityReport, CompiledSegment, OpRow)
-from mobiledets_tf.io_utils import write_text_atomically
 
 COMPILER_NAME = "edgetpu_compiler"
 NOT_ON_PATH = (f"{COMPILER_NAME} is not on PATH: install it from Coral's apt repository "
@@ -83,13 +85,13 @@ def compile_model(model_path: str, out_dir: str, compiler: Optional[str] = None,
     A failed compilation is not an exception: the report then has `compiled=False` and the errors.
     Raises CompilerNotFoundError when the compiler is not installed.
     """
-    command = compiler_command(find_compiler(compiler), model_path, out_dir, min_runtime,
-                               num_segments, timeout_sec)
-    os.makedirs(out_dir, exist_ok=True)
-    process = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             check=False)
+    compiler = find_compiler(compiler)
+    with fileio.local_copy(model_path) as local_model, fileio.local_output_dir(out_dir) as local_out:
+        command = compiler_command(compiler, local_model, local_out, min_runtime, num_segments, timeout_sec)
+        process = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 check=False)
     log_path = compiler_log_path(model_path, out_dir)
-    write_text_atomically(log_path, process.stdout)
+    fileio.write_text_atomically(log_path, process.stdout)
     report = parse_compiler_log(process.stdout, model=model_path)
     report.compiled = report.compiled and process.returncode == 0
     if process.returncode != 0 and not report.errors:

@@ -20,13 +20,13 @@ leaves a partial file under a final name.
 """
 import dataclasses
 import os
-import shutil
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from mobiledets_tf import fileio
 from mobiledets_tf.config import ExperimentConfig
 from mobiledets_tf.data import pipeline
 from mobiledets_tf.data.image_files import image_files, read_resized_image
@@ -42,7 +42,6 @@ from mobiledets_tf.export.metadata import (add_detection_metadata, add_raw_predi
 from mobiledets_tf.export.model_card import ModelCard, save_model_card
 from mobiledets_tf.export.postprocess_op import NmsSettings
 from mobiledets_tf.export.tflite_model import read_tflite
-from mobiledets_tf.io_utils import temp_path, write_bytes_atomically, write_text_atomically
 from mobiledets_tf.models.checkpoints import restore_weights
 from mobiledets_tf.models.detector import SSDLiteDetector
 from mobiledets_tf.stats import model_stats
@@ -79,7 +78,7 @@ def representative_images(source: str, input_size: int, num_images: int) -> List
     if not source:
         raise ValueError("int8 calibration needs images: set data.train_pattern or give "
                          "--calibration_data (a TFRecord pattern or a folder of images)")
-    if tf.io.gfile.isdir(source):
+    if fileio.isdir(source):
         files = image_files(source)[:num_images]
         images = [SSDLiteDetector.preprocess(read_resized_image(f, input_size)[None]).numpy()
                   for f in files]
@@ -93,17 +92,28 @@ def representative_images(source: str, input_size: int, num_images: int) -> List
 
 
 def save_saved_model(module: DetectionExportModule, path: str) -> None:
-    """Writes the serving SavedModel to a temporary folder, then swaps it in place of `path`."""
-    tmp, old = temp_path(path), f"{path}.old.{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    """Writes the serving SavedModel to a temporary folder, then swaps it in place of `path`. An object
+    store cannot rename a folder: there the SavedModel is written to a local folder, the old one is
+    deleted and the new one uploaded (a kill in between leaves no SavedModel, or part of one)."""
+    if fileio.is_remote(path):
+        with fileio.local_output_dir(path) as folder:
+            _save_saved_model(module, folder)
+            fileio.rmtree(path)
+        return
+    tmp, old = fileio.temp_path(path), f"{path}.old.{os.getpid()}"
+    fileio.rmtree(tmp)
     try:
-        tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
-        if os.path.exists(path):
-            os.replace(path, old)
-        os.replace(tmp, path)
+        _save_saved_model(module, tmp)
+        if fileio.exists(path):
+            fileio.rename(path, old)
+        fileio.rename(tmp, path)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+        fileio.rmtree(tmp)
+        fileio.rmtree(old)
+
+
+def _save_saved_model(module: DetectionExportModule, path: str) -> None:
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
 
 
 def tflite_model_bytes(detector: SSDLiteDetector, precision: str, labels: Sequence[str],
@@ -133,10 +143,11 @@ def write_exports(detector: SSDLiteDetector, output_dir: str, precisions: Sequen
     """Writes the files of a batch-1 `detector` at each precision; returns them by precision."""
     name = name or f"{detector.arch.name}_{detector.input_size}"
     suffix = "" if postprocess else "_raw"
-    os.makedirs(output_dir, exist_ok=True)
-    write_text_atomically(os.path.join(output_dir, "labels.txt"), "\n".join(labels) + "\n")
+    fileio.makedirs(output_dir)
+    fileio.write_text_atomically(os.path.join(output_dir, "labels.txt"), "\n".join(labels) + "\n")
     if not postprocess:
-        write_text_atomically(os.path.join(output_dir, f"{name}_anchors.csv"), anchors_csv(detector.anchors))
+        fileio.write_text_atomically(os.path.join(output_dir, f"{name}_anchors.csv"),
+                                     anchors_csv(detector.anchors))
     if saved_model:
         logging.info("Writing the SavedModel")
         save_saved_model(DetectionExportModule(detector, nms), os.path.join(output_dir, "saved_model"))
@@ -147,7 +158,7 @@ def write_exports(detector: SSDLiteDetector, output_dir: str, precisions: Sequen
         model_bytes = tflite_model_bytes(detector, precision, labels, nms, calibration_images,
                                          postprocess, name=f"{name}_{precision}{suffix}")
         path = os.path.join(output_dir, f"{name}_{precision}{suffix}.tflite")
-        write_bytes_atomically(path, model_bytes)
+        fileio.write_bytes_atomically(path, model_bytes)
         logging.info("Wrote %s (%.2f MB)", path, len(model_bytes) / 1e6)
         save_model_card(ModelCard(architecture=detector.arch.name, precision=precision,
                                   input_size=detector.input_size, num_classes=detector.num_classes,
@@ -190,4 +201,4 @@ def export_detector(config: ExperimentConfig, checkpoint: str, data: DataSources
 def save_report_files(report: CompatibilityReport, stem: str) -> None:
     """`{stem}.json` and `{stem}.txt` (the printed table)."""
     save_report(report, f"{stem}.json")
-    write_text_atomically(f"{stem}.txt", format_report(report) + "\n")
+    fileio.write_text_atomically(f"{stem}.txt", format_report(report) + "\n")

@@ -10,8 +10,8 @@ import json
 import os
 from typing import Optional
 
+from mobiledets_tf import fileio
 from mobiledets_tf.export.tflite_model import read_tflite
-from mobiledets_tf.io_utils import write_text_atomically
 
 CARD_SUFFIX = ".model.json"
 EDGETPU_STEM_SUFFIX = "_edgetpu"
@@ -37,7 +37,7 @@ def card_path(tflite_path: str) -> str:
 
 def save_model_card(card: ModelCard, tflite_path: str) -> str:
     path = card_path(tflite_path)
-    write_text_atomically(path, json.dumps(dataclasses.asdict(card), indent=2) + "\n")
+    fileio.write_text_atomically(path, json.dumps(dataclasses.asdict(card), indent=2) + "\n")
     return path
 
 
@@ -59,7 +59,6 @@ def card_from_tflite(tflite_path: str) -> ModelCard:
 def load_model_card(tflite_path: str) -> ModelCard:
     """The card written at export, else what the .tflite itself says."""
     path = card_path(tflite_path)
-    if os.path.exists(path):
-        with open(path) as f:
-            return ModelCard(**json.load(f))
+    if fileio.exists(path):
+        return ModelCard(**json.loads(fileio.read_text(path)))
     return card_from_tflite(tflite_path)

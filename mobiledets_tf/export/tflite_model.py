@@ -12,6 +12,8 @@ from typing import Dict, Optional, Tuple, Union
 
 from ai_edge_litert import schema_py_generated as schema
 
+from mobiledets_tf import fileio
+
 FLOAT_DTYPES = ("float16", "float32", "float64", "bfloat16")
 INT8_DTYPES = ("int8", "uint8")
 
@@ -87,8 +89,7 @@ def read_tflite(model: Union[str, bytes], name: Optional[str] = None) -> TFLiteM
     """Describes a .tflite model given as a file path or as the flatbuffer's bytes."""
     if isinstance(model, str):
         name = name or model
-        with open(model, "rb") as f:
-            model = f.read()
+        model = fileio.read_bytes(model)
     root = schema.Model.GetRootAs(model, 0)
     constant_buffers = _buffers_with_data(root)
     op_codes = [_read_opcode(root.OperatorCodes(i)) for i in range(root.OperatorCodesLength())]

@@ -27,10 +27,10 @@ from typing import Callable, Dict, List, Optional, Sequence, TextIO
 
 import tensorflow as tf
 
+from mobiledets_tf import fileio
 from mobiledets_tf.arch import ArchSpecError, load_arch
 from mobiledets_tf.benchmark.results import BenchmarkRow, read_ap, read_rows
 from mobiledets_tf.config import ConfigError, ExperimentConfig, load_config
-from mobiledets_tf.io_utils import write_text_atomically
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_CONFIG = os.path.join("configs", "experiments", "quickstart.yaml")
@@ -119,11 +119,12 @@ class Layout:
 
 def resolve_config_path(path: str) -> str:
     """`path` as given, else relative to the repository (so the default works from any folder)."""
-    candidates = [path] if os.path.isabs(path) else [path, os.path.join(REPO_ROOT, path)]
+    is_absolute = os.path.isabs(path) or fileio.is_remote(path)
+    candidates = [path] if is_absolute else [path, os.path.join(REPO_ROOT, path)]
     for candidate in candidates:
-        if os.path.isfile(candidate):
-            return os.path.abspath(candidate)
-    where = "" if os.path.isabs(path) else f" in {os.getcwd()} or {REPO_ROOT}"
+        if fileio.isfile(candidate):
+            return fileio.absolute(candidate)
+    where = "" if is_absolute else f" in {os.getcwd()} or {REPO_ROOT}"
     raise PipelineError(f"{path}: config file not found{where}")
 
 
@@ -153,7 +154,7 @@ def check_options(options: QuickstartOptions) -> ExperimentConfig:
 
 def layout_for(options: QuickstartOptions, config: ExperimentConfig) -> Layout:
     name = f"{load_arch(config.model.arch).name}_{config.model.input_size}"
-    return Layout(os.path.abspath(options.output_dir), name)
+    return Layout(fileio.absolute(options.output_dir), name)
 
 
 # Stages -------------------------------------------------------------------------------------------
@@ -189,7 +190,7 @@ class StageResult:
 
 
 def latest_checkpoint_step(model_dir: str) -> Optional[int]:
-    path = tf.train.latest_checkpoint(model_dir) if os.path.isdir(model_dir) else None
+    path = tf.train.latest_checkpoint(model_dir) if fileio.isdir(model_dir) else None
     return int(path.rsplit("-", 1)[1]) if path else None
 
 
@@ -198,7 +199,7 @@ def training_done(model_dir: str, steps: int) -> Callable[[], bool]:
 
 
 def files_exist(*paths: str) -> Callable[[], bool]:
-    return lambda: all(os.path.isfile(p) for p in paths)
+    return lambda: all(fileio.isfile(p) for p in paths)
 
 
 def evaluation_files(eval_dir: str) -> List[str]:
@@ -346,7 +347,7 @@ def collect_summary(options: QuickstartOptions, layout: Layout, results: Sequenc
         eval_dir = layout.tflite_eval_dir(path)
         row = benchmark_row(rows, path, layout.benchmark_json)
         models[key] = {**read_ap(os.path.join(eval_dir, "metrics.json")), "latency_ms": row.median_ms,
-                       "size_mb": os.path.getsize(path) / 1e6, "tflite": path,
+                       "size_mb": fileio.getsize(path) / 1e6, "tflite": path,
                        "metrics": os.path.join(eval_dir, "metrics.json"),
                        "detections": os.path.join(eval_dir, "detections.png")}
         latency = {"backend": row.backend, "target": row.target, "device": row.device,
@@ -393,8 +394,8 @@ def format_summary(summary: Dict) -> str:
 
 def write_summary(summary: Dict, layout: Layout) -> str:
     text = format_summary(summary)
-    write_text_atomically(layout.summary_md, text)
-    write_text_atomically(layout.summary_json, json.dumps(summary, indent=2) + "\n")
+    fileio.write_text_atomically(layout.summary_md, text)
+    fileio.write_text_atomically(layout.summary_json, json.dumps(summary, indent=2) + "\n")
     return text
 
 

@@ -26,8 +26,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from scipy import stats as scipy_stats
 
+from mobiledets_tf import fileio
 from mobiledets_tf.benchmark.latency import LATENCY_STATISTICS
-from mobiledets_tf.io_utils import write_text_atomically
 from mobiledets_tf.search.latency_data import measured_rows
 from mobiledets_tf.search.space import SearchSpace, load_space
 
@@ -145,13 +145,12 @@ class CostModel:
                           indent=1)
 
     def save(self, path: str) -> None:
-        write_text_atomically(path, self.to_json() + "\n")
+        fileio.write_text_atomically(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str) -> "CostModel":
         try:
-            with open(path) as f:
-                data = json.load(f)
+            data = json.loads(fileio.read_text(path))
         except FileNotFoundError:
             raise CostModelError(f"{path}: no such cost model file") from None
         except json.JSONDecodeError as e:

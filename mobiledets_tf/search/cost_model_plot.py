@@ -1,7 +1,7 @@
 """Predicted against measured latency of a cost model, as a PNG scatter plot with the +-10% band."""
 from typing import Sequence
 
-from mobiledets_tf.io_utils import write_atomically
+from mobiledets_tf.fileio import write_atomically
 
 
 def plot_predictions(groups: Sequence[tuple], path: str, title: str) -> None:

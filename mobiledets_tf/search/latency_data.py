@@ -6,8 +6,10 @@ Every other line is one architecture: its row number, choice indices and labels,
 measured statistics (median, mean, p90, std, min in ms) and the device, or the error that stopped
 its measurement. Row r always samples the same architecture (`np.random.default_rng([seed, r])`),
 so a collection killed at any point resumes where it stopped: rows already in the file are skipped
-and the header must match the request. Lines are appended and flushed one at a time; a line cut
-short by a kill is dropped (and re-measured) on resume.
+and the header must match the request. The rows of each measured chunk are appended together (on an
+object store, which cannot append, the file is rewritten whole); a line cut short by a kill is
+dropped (and re-measured) on resume. The file and the models' folder may be URLs (`gs://...`);
+models are staged to local files where a tool needs one.
 
 Architectures are built with untrained weights (latency does not depend on weight values), exported
 in chunks with the package's TFLite converter (int8: calibrated on random images), and each chunk
@@ -22,10 +24,10 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from mobiledets_tf import fileio
 from mobiledets_tf.benchmark.harness import BenchmarkOptions, machine_context, measure
 from mobiledets_tf.benchmark.latency import Measurement
 from mobiledets_tf.benchmark.targets import Target, parse_target
-from mobiledets_tf.io_utils import write_bytes_atomically
 from mobiledets_tf.progress import progress_bar
 from mobiledets_tf.search.space import SearchSpace, load_space
 
@@ -88,8 +90,7 @@ class CollectionSettings:
 # The file ------------------------------------------------------------------------------------------
 def read_dataset(path: str) -> Tuple[Dict, List[Dict]]:
     """(header, rows) of a latency dataset; a final line cut short by a kill is ignored."""
-    with open(path) as f:
-        lines = f.read().split("\n")
+    lines = fileio.read_text(path).split("\n")
     complete, last = lines[:-1], lines[-1]   # a file ends with "\n"; anything after it is a cut line
     if last.strip():
         try:
@@ -130,11 +131,10 @@ def check_header(path: str, header: Dict, expected: Dict) -> None:
 
 def _truncate_cut_line(path: str) -> None:
     """Drops a trailing partial line, so that appended rows start on a line of their own."""
-    with open(path, "rb+") as f:
-        data = f.read()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            f.truncate(end)
+    data = fileio.read_bytes(path)
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        fileio.write_bytes_atomically(path, data[:end])
 
 
 # Sampling, export, measurement ----------------------------------------------------------------------
@@ -164,7 +164,7 @@ def export_architecture(space: SearchSpace, indices: Sequence[int], settings: Co
     labels = [f"class_{i}" for i in range(1, settings.num_classes + 1)]
     model_bytes = tflite_model_bytes(detector, settings.precision, labels,
                                      calibration_images=calibration)
-    write_bytes_atomically(path, model_bytes)
+    fileio.write_bytes_atomically(path, model_bytes)
     keras.backend.clear_session()
     tf.compat.v1.reset_default_graph()
 
@@ -219,17 +219,15 @@ def collect(settings: CollectionSettings, num: int, output: str, work_dir: Optio
     space = settings.load_space()
     header = settings.header(space)
     done = set()
-    if os.path.exists(output) and os.path.getsize(output) > 0:
+    if fileio.exists(output) and fileio.getsize(output) > 0:
         existing_header, rows = read_dataset(output)
         check_header(output, existing_header, header)
         _truncate_cut_line(output)
         done = {r["row"] for r in rows}
         log(f"Resuming {output}: {len(done)} of {num} architectures already measured")
     else:
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         context = {k: v for k, v in machine_context(settings.backend).items() if k != "backend"}
-        with open(output, "w") as f:
-            f.write(json.dumps({**header, "context": context}) + "\n")
+        fileio.write_text_atomically(output, json.dumps({**header, "context": context}) + "\n")
     todo = [r for r in range(num) if r not in done]
     work_dir = work_dir or os.path.splitext(output)[0] + "_models"
     target = parse_target(settings.target)
@@ -238,7 +236,7 @@ def collect(settings: CollectionSettings, num: int, output: str, work_dir: Optio
     started, added = time.time(), 0
     with progress_bar(total=num, initial=len(done), unit=" archs", desc="latency data") as bar:
         for chunk in _chunks(todo, chunk_size):
-            os.makedirs(work_dir, exist_ok=True)
+            fileio.makedirs(work_dir)
             samples = {r: sample_row(space, settings.seed, r) for r in chunk}
             models = {r: _prepare_model(space, samples[r], settings, os.path.join(work_dir, f"row{r:05d}.tflite"),
                                         edgetpu_compiler) for r in chunk}
@@ -248,15 +246,15 @@ def collect(settings: CollectionSettings, num: int, output: str, work_dir: Optio
             to_measure = [r for r in chunk if isinstance(models[r], str)]
             measurements = dict(zip(to_measure, _measure(settings.backend, [models[r] for r in to_measure],
                                                          target, options)))
-            with open(output, "a") as f:
-                for r in chunk:
-                    m = measurements.get(r) or Measurement(
-                        "", settings.backend, target.label, "", settings.threads, error=models[r].error)
-                    f.write(json.dumps(measurement_row(r, space, samples[r], m)) + "\n")
-                    f.flush()
-                    added += 1
-                    if m.error:
-                        log(f"row {r}: {m.error}")
+            lines = []
+            for r in chunk:
+                m = measurements.get(r) or Measurement(
+                    "", settings.backend, target.label, "", settings.threads, error=models[r].error)
+                lines.append(json.dumps(measurement_row(r, space, samples[r], m)) + "\n")
+                if m.error:
+                    log(f"row {r}: {m.error}")
+            fileio.append_text(output, "".join(lines))
+            added += len(lines)
             if not keep_models:
                 _remove_models(work_dir, chunk)
             bar.update(len(chunk))
@@ -270,11 +268,11 @@ def collect(settings: CollectionSettings, num: int, output: str, work_dir: Optio
 def _remove_models(work_dir: str, rows: Sequence[int]) -> None:
     """Deletes the files of `rows` (models, compiled models, compiler logs); the folder when empty."""
     prefixes = tuple(f"row{r:05d}" for r in rows)
-    for name in os.listdir(work_dir):
+    for name in fileio.listdir(work_dir):
         if name.startswith(prefixes):
-            os.remove(os.path.join(work_dir, name))
-    if not os.listdir(work_dir):
-        os.rmdir(work_dir)
+            fileio.remove(os.path.join(work_dir, name))
+    if fileio.isdir(work_dir) and not fileio.listdir(work_dir):
+        fileio.rmtree(work_dir)
 
 
 @dataclasses.dataclass
@@ -286,7 +284,7 @@ def _prepare_model(space: SearchSpace, indices: Sequence[int], settings: Collect
                    edgetpu_compiler: Optional[str] = None):
     """The path of the model to measure (exported to `path` unless there), or `_NotMeasured` saying why
     there is none."""
-    if not os.path.exists(path):
+    if not fileio.exists(path):
         export_architecture(space, indices, settings, path)
     if settings.backend != "edgetpu":
         return path
@@ -306,7 +304,7 @@ def measure_architectures(settings: CollectionSettings, space: SearchSpace,
     precision, backend, target and rounds), e.g. to check a searched architecture against the cost
     model's prediction. `architectures` maps a file-name stem to choice indices."""
     settings.check()
-    os.makedirs(work_dir, exist_ok=True)
+    fileio.makedirs(work_dir)
     target = parse_target(settings.target)
     options = dataclasses.replace(options, threads=settings.threads, warmup_runs=settings.warmup_runs,
                                   num_runs=settings.num_runs, rounds=settings.rounds)

@@ -47,6 +47,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 import numpy as np
 import yaml
 
+from mobiledets_tf import fileio
 from mobiledets_tf.arch.spec import (BLOCK_TYPES, ENDPOINT_STRIDES, KERNELS, STRIDES, OPTIONAL_FIELDS,
                                      REQUIRED_FIELDS, ArchSpec, ArchSpecError, BlockSpec, check_number)
 from mobiledets_tf.layers.activations import ACTIVATIONS
@@ -323,8 +324,7 @@ def _named_mapping(data: Dict[str, Any], key: str, path: str) -> Dict[str, Any]:
 
 def _read_file(path: str) -> _SpaceFile:
     try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
+        data = yaml.safe_load(fileio.read_text(path))
     except OSError as e:
         raise SearchSpaceError(f"{path}: cannot read search-space file: {e.strerror}") from None
     except yaml.YAMLError as e:
@@ -612,9 +612,9 @@ class SearchSpace:
 
 # Loading ------------------------------------------------------------------------------------------
 def _shipped_files() -> List[str]:
-    if not os.path.isdir(SEARCH_SPACES_DIR):
+    if not fileio.isdir(SEARCH_SPACES_DIR):
         return []
-    return sorted(os.path.join(SEARCH_SPACES_DIR, f) for f in os.listdir(SEARCH_SPACES_DIR)
+    return sorted(os.path.join(SEARCH_SPACES_DIR, f) for f in fileio.listdir(SEARCH_SPACES_DIR)
                   if f.endswith((".yaml", ".yml")))
 
 
@@ -630,7 +630,7 @@ def load_space(name_or_path: str, platform: str, skeleton: Optional[str] = None,
     `platform` selects the adaptation (and its default skeleton); `skeleton` overrides the skeleton;
     `space` picks a space in a file that defines several.
     """
-    if os.path.exists(name_or_path) or name_or_path.endswith((".yaml", ".yml")):
+    if fileio.exists(name_or_path) or name_or_path.endswith((".yaml", ".yml")):
         spaces_file = _read_file(name_or_path)
         if space is None:
             if len(spaces_file.spaces) != 1:

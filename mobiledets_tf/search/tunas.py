@@ -29,7 +29,7 @@ import tensorflow as tf
 from absl import logging
 
 from mobiledets_tf.evaluation.coco_metrics import DetectionEvaluator
-from mobiledets_tf.io_utils import write_text_atomically
+from mobiledets_tf.fileio import write_text_atomically
 from mobiledets_tf.search.controller import (Controller, absolute_reward, rl_learning_rate,
                                              warmup_probability)
 from mobiledets_tf.search.cost_model import CostModel

@@ -21,10 +21,10 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from mobiledets_tf import fileio
 from mobiledets_tf.config import ExperimentConfig, save_config
 from mobiledets_tf.data.label_map import LabelMap, write_label_map
 from mobiledets_tf.detection.anchors import num_anchors_per_location
-from mobiledets_tf.io_utils import write_text_atomically
 from mobiledets_tf.models.detector import SSDLiteDetector
 from mobiledets_tf.tf1_zoo.coco_labels import coco_label_map
 from mobiledets_tf.tf1_zoo.variable_names import (WeightName, arch_of_variables, tf1_extractor,
@@ -63,14 +63,16 @@ class ImportReport:
 
 def resolve_tf1_checkpoint(path: str) -> str:
     """A checkpoint prefix from a prefix (`.../model.ckpt-400000`) or a folder holding one."""
-    prefix = tf.train.latest_checkpoint(path) if tf.io.gfile.isdir(path) else path
+    if fileio.exists(f"{path}.index"):   # first: ram:// counts any prefix of a file name as a folder
+        return path
+    prefix = tf.train.latest_checkpoint(path) if fileio.isdir(path) else path
     if not prefix:   # a folder without a `checkpoint` state file: its only .index file
-        indexes = tf.io.gfile.glob(os.path.join(path, "*.index"))
+        indexes = fileio.glob(os.path.join(path, "*.index"))
         if len(indexes) != 1:
             raise TF1ImportError(f"{path}: expected one TF1 checkpoint (model.ckpt-N.index) in the "
                                  f"folder, found {len(indexes)}; give the checkpoint prefix")
         prefix = indexes[0][: -len(".index")]
-    if not tf.io.gfile.exists(f"{prefix}.index"):
+    if not fileio.exists(f"{prefix}.index"):
         raise TF1ImportError(f"{path}: no TF1 checkpoint found (expected {prefix}.index)")
     return prefix
 
@@ -160,12 +162,12 @@ def implied_config(report: ImportReport, label_map_path: str) -> ExperimentConfi
 def save_imported(detector: SSDLiteDetector, report: ImportReport, output_dir: str,
                   label_map: Optional[LabelMap] = None) -> str:
     """Writes the imported model into `output_dir` (see the module docstring); returns the prefix."""
-    tf.io.gfile.makedirs(output_dir)
-    label_map_path = os.path.join(os.path.abspath(output_dir), "label_map.pbtxt")
+    fileio.makedirs(output_dir)
+    label_map_path = os.path.join(fileio.absolute(output_dir), "label_map.pbtxt")
     write_label_map(label_map or coco_label_map(), label_map_path)
     save_config(implied_config(report, label_map_path), os.path.join(output_dir, "config.yaml"))
     detector.arch.save(os.path.join(output_dir, "arch.json"))
-    write_text_atomically(os.path.join(output_dir, REPORT_FILE), report.to_json())
+    fileio.write_text_atomically(os.path.join(output_dir, REPORT_FILE), report.to_json())
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=detector.float_model), output_dir,
                                          max_to_keep=1, checkpoint_name=CHECKPOINT_NAME)
     return manager.save(checkpoint_number=0)

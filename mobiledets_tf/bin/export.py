@@ -1,6 +1,7 @@
 """mobiledets-export: a trained checkpoint -> .tflite files (float32/float16/int8/int8_qat) + SavedModel.
 
     mobiledets-export --model_dir=runs/quickstart/float --precision=float32,float16,int8
+    mobiledets-export --model_dir=runs/quickstart/float --checkpoint=best     # MODEL_DIR/best/
     mobiledets-export --model_dir=runs/quickstart/qat --precision=int8_qat --edgetpu
     mobiledets-export --config=configs/experiments/quickstart.yaml --checkpoint=runs/q/ckpt-3000 \
         --output_dir=out --nms=regular --max_detections=10
@@ -30,12 +31,13 @@ from mobiledets_tf.export.compatibility import format_report
 from mobiledets_tf.export.converter import PRECISIONS, ConversionError
 from mobiledets_tf.export.exporter import export_detector
 from mobiledets_tf.export.postprocess_op import NmsSettings
-from mobiledets_tf.models.checkpoints import CheckpointError
+from mobiledets_tf.models.checkpoints import CheckpointError, checkpoint_location
 from mobiledets_tf.training.task import resolve_data
 
 common.define_config_flags()
 MODEL_DIR = flags.DEFINE_string("model_dir", None, "Training directory (config.yaml + checkpoints).")
-CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Checkpoint path or directory (default: model_dir).")
+CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Checkpoint path or directory (default: model_dir); "
+                                 "`best`: MODEL_DIR/best/, the best checkpoint evaluation kept.")
 OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where the files go (default MODEL_DIR/export).")
 PRECISION = flags.DEFINE_list(
     "precision", None, f"Comma-separated precisions out of {', '.join(PRECISIONS)} (default: "
@@ -75,7 +77,8 @@ def main(argv):
         nms = NmsSettings(max_detections=MAX_DETECTIONS.value, score_threshold=SCORE_THRESHOLD.value,
                           iou_threshold=IOU_THRESHOLD.value, use_regular_nms=NMS.value == "regular",
                           detections_per_class=DETECTIONS_PER_CLASS.value)
-        exported = export_detector(config, CHECKPOINT.value or MODEL_DIR.value, resolve_data(config),
+        exported = export_detector(config, checkpoint_location(CHECKPOINT.value, MODEL_DIR.value),
+                                   resolve_data(config),
                                    output_dir, precisions, nms, name=NAME.value,
                                    num_calibration_images=CALIBRATION_IMAGES.value,
                                    calibration_data=CALIBRATION_DATA.value,

@@ -9,6 +9,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import tensorflow as tf
 
+from mobiledets_tf import fileio
 from mobiledets_tf.config import ExperimentConfig
 from mobiledets_tf.data import pipeline
 from mobiledets_tf.evaluation.coco_metrics import evaluate_dataset, save_metrics
@@ -47,7 +48,7 @@ def evaluate_predict_fn(predict_fn, config: ExperimentConfig, data: DataSources,
     metrics = evaluate_dataset(predict_fn, dataset, label_map,
                                annotation_file=data.val_annotations or None, progress=progress)
     if output_dir:
-        os.makedirs(output_dir, exist_ok=True)
+        fileio.makedirs(output_dir)
         save_metrics(metrics, os.path.join(output_dir, "metrics.json"))
         images, groundtruth = next(iter(dataset.unbatch().batch(e.num_picture_images)))
         save_detection_grid(images.numpy(), {k: np.asarray(v) for k, v in predict_fn(images).items()},

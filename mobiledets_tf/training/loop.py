@@ -6,6 +6,11 @@ stops the run before anything is saved, so the last checkpoint on disk is the la
 Checkpoints go through `tf.train.CheckpointManager`, which writes a new checkpoint under temporary
 names and only then records it in the `checkpoint` state file, so a killed run resumes from the last
 complete checkpoint. In multi-worker training only the chief writes to `model_dir`.
+
+With `train.eval_every` and an evaluator (`evaluation.continuous.CheckpointEvaluator`, the one the
+sidecar `mobiledets-eval --continuous` uses) the loop also saves a checkpoint every `eval_every`
+steps and at the last step, and evaluates it before training on; a run resumed after a kill first
+evaluates its latest checkpoint when that one was due and is not in the history yet.
 """
 import math
 import os
@@ -18,7 +23,7 @@ import orbit
 import tensorflow as tf
 from absl import logging
 
-from mobiledets_tf.models.checkpoints import AVERAGED_DIR
+from mobiledets_tf.models.checkpoints import AVERAGED_DIR, checkpoint_step
 from mobiledets_tf.training.strategy import is_chief
 from mobiledets_tf.training.task import LOSS_KEYS, DetectionTask
 
@@ -59,8 +64,9 @@ def format_duration(seconds: float) -> str:
 
 
 class TrainingLoop:
-    def __init__(self, task: DetectionTask, model_dir: str, image_summary_fn=None):
+    def __init__(self, task: DetectionTask, model_dir: str, image_summary_fn=None, evaluator=None):
         self.task = task
+        self.evaluator = evaluator if task.config.train.eval_every > 0 else None
         self.model_dir = model_dir
         self.chief = is_chief(task.strategy)
         self.checkpoint = tf.train.Checkpoint(model=task.model, optimizer=task.optimizer)
@@ -99,13 +105,15 @@ class TrainingLoop:
             if self._restored is not None:   # the optimizer slots are never built: not a partial restore
                 self._restored.expect_partial()
             logging.info("Already at step %d of %d: nothing to train", self.step, train.steps)
+            self._evaluate_if_due()
             return {}
+        self._evaluate_if_due()
         loop = _StepLoop(self.task, self.task.distributed_train_dataset())
         start_step, start_time = self.step, time.time()
         results: Dict[str, float] = {}
         while self.step < train.steps:
             step = self.step
-            boundary = (step // train.checkpoint_every + 1) * train.checkpoint_every
+            boundary = min((step // every + 1) * every for every in self._save_intervals())
             num_steps = min(train.log_every - step % train.log_every, boundary - step, train.steps - step)
             loop_start = time.time()
             losses = loop.train(tf.constant(num_steps, tf.int32))
@@ -118,9 +126,10 @@ class TrainingLoop:
                     f"{self.manager.latest_checkpoint or '(none yet)'}. Lower the learning rate or "
                     f"enable train.gradient_clip_norm.")
             self._log(results, num_steps / elapsed, start_step, start_time)
-            if self.step % train.checkpoint_every == 0 or self.step >= train.steps:
+            if any(self.step % every == 0 for every in self._save_intervals()) or self.step >= train.steps:
                 self.manager.save(checkpoint_number=self.step)
                 self._save_averaged()
+                self._evaluate_if_due()
             if self.image_summary_fn and (
                     self.step // train.image_summary_every > step // train.image_summary_every
                     or self.step >= train.steps):
@@ -132,6 +141,18 @@ class TrainingLoop:
         if not self.chief:
             shutil.rmtree(self._checkpoint_dir, ignore_errors=True)
         return results
+
+    def _save_intervals(self):
+        train = self.task.config.train
+        return [train.checkpoint_every] + ([train.eval_every] if self.evaluator else [])
+
+    def _evaluate_if_due(self) -> None:
+        """Evaluates the latest checkpoint when it is at an `eval_every` multiple or the last step."""
+        latest = self.manager.latest_checkpoint
+        train = self.task.config.train
+        if self.evaluator and latest and self.step == checkpoint_step(latest) and (
+                self.step % train.eval_every == 0 or self.step >= train.steps):
+            self.evaluator.evaluate(latest)
 
     def _save_averaged(self) -> None:
         """Writes the moving averages as the model's weights (the training weights are put back)."""

@@ -125,3 +125,19 @@ def test_short_training_under_multi_worker_strategy(config_path, tmp_path):
     assert all("on 2 replica(s)" in o for o in outputs)
     assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-6")
     assert not [d for d in os.listdir(tmp_path) if d != "run"]  # the other worker wrote elsewhere
+
+
+def test_tpu_strategy_without_a_tpu_and_an_uneven_batch_stop_with_clear_errors(config_path, tmp_path):
+    """What of the TPU path a CPU machine can run: strategy selection fails with a message naming
+    what to give (no TPU here), and a global batch that does not split over the replicas stops
+    before any work."""
+    for tpu_flag in ([], ["--tpu=no-such-tpu"]):
+        run = subprocess.run(_train_command(config_path, tmp_path / "tpu", "--strategy=tpu", *tpu_flag),
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode != 0 and "Traceback" not in run.stderr, run.stderr[-2000:]
+        assert "--strategy=tpu: cannot reach the TPU" in run.stderr and "--tpu=local on a TPU VM" in run.stderr
+        assert not (tmp_path / "tpu").exists()
+    run = subprocess.run(_train_command(config_path, tmp_path / "uneven", "--strategy=mirrored", "--cpu_devices=2",
+                                        "--override=train.batch_size=3"), capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and "train.batch_size 3 (the global batch) must split evenly over the 2 replicas" \
+        in run.stderr, run.stderr[-2000:]

@@ -1,13 +1,18 @@
 """Builds the tf.distribute strategy named on the command line.
 
 `default` (one device), `mirrored` (all local GPUs, or the local CPU devices), `multi_worker_mirrored`
-(workers from TF_CONFIG) and `tpu` (a TPU address, or the local TPU). Model Garden's
-`distribute_utils.get_distribution_strategy` does the work.
+(workers from TF_CONFIG) and `tpu` (a TPU name or address, or `local` on a TPU VM). Model Garden's
+`distribute_utils.get_distribution_strategy` does the work; failing to reach a TPU is a
+`StrategyError` that says what was tried.
 """
 import tensorflow as tf
 from official.common import distribute_utils
 
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
+
+
+class StrategyError(ValueError):
+    """The requested strategy cannot run here (e.g. no TPU can be reached)."""
 
 
 def split_cpu(num_devices: int) -> None:
@@ -29,8 +34,16 @@ def make_strategy(name: str, tpu_address: str = "") -> tf.distribute.Strategy:
     if name == "mirrored" and not tf.config.list_physical_devices("GPU"):
         cpus = [d.name.replace("physical_device:", "") for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(cpus)
-    return distribute_utils.get_distribution_strategy(
-        distribution_strategy=name, tpu_address=tpu_address or None)
+    if name == "tpu":
+        try:
+            return distribute_utils.get_distribution_strategy(distribution_strategy=name,
+                                                              tpu_address=tpu_address or None)
+        except Exception as e:   # the resolver raises ValueError, URLError, OpError, ... by cause
+            first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise StrategyError(
+                f"--strategy=tpu: cannot reach the TPU {tpu_address or '(none named)'!r}: {first_line}. "
+                "Give --tpu=NAME of a Cloud TPU in this project and zone, or --tpu=local on a TPU VM") from e
+    return distribute_utils.get_distribution_strategy(distribution_strategy=name)
 
 
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:

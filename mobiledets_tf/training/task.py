@@ -83,6 +83,10 @@ class DetectionTask:
         if data is None:
             check_training_data(config)
         self.data = data or resolve_data(config)
+        replicas = strategy.num_replicas_in_sync
+        if config.train.batch_size % replicas:
+            raise ConfigError(f"train.batch_size {config.train.batch_size} (the global batch) must split "
+                              f"evenly over the {replicas} replicas")
         set_precision_policy(config.train.mixed_precision)
         keras.utils.set_random_seed(config.train.seed)   # the same initial weights for the same seed
         sync = config.model.sync_batch_norm and strategy.num_replicas_in_sync > 1

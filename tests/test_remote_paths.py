@@ -245,3 +245,38 @@ def test_search_and_stats_with_their_files_on_ram(tiny_data_dir, tmp_path):
     run, files = _ram_binary(tmp_path, f"--stage={tmp_path / 'arch.yaml'}=ram://in/arch.yaml", "stats",
                              "--arch=ram://in/arch.yaml", "--input_size=64")
     assert "mobiledet_cpu" in run.stdout
+
+
+def test_cost_model_fit_reads_and_writes_ram(tmp_path):
+    from conftest import REPO_ROOT
+    data = os.path.join(REPO_ROOT, "configs", "cost_models", "ibn_fused_tucker_cpu.latency.jsonl")
+    run, files = _ram_binary(tmp_path, f"--stage={data}=ram://latency/cpu.jsonl", "--list=ram://models",
+                             "cost_model", "fit", "--data=ram://latency/cpu.jsonl", "--holdout=50",
+                             "--output=ram://models/cpu_cost.json")
+    assert {"ram://models/cpu_cost.json"} <= set(files) and any(p.endswith(".png") for p in files), files
+
+
+def test_import_reads_a_tf1_checkpoint_from_ram_and_writes_a_model_dir_there(tmp_path):
+    """The checkpoint carries the TF1 names of MobileDet-GPU's weights (from the name table)."""
+    import tensorflow as tf
+    from mobiledets_tf.models.detector import SSDLiteDetector
+    from mobiledets_tf.tf1_zoo.variable_names import weight_names
+    from test_tf1_parity import write_tf1_checkpoint
+    detector = SSDLiteDetector("mobiledet_gpu", num_classes=90, input_size=320)
+    tensors = {w.tf1: w.variable.numpy() for w in weight_names(detector.model, detector.arch)}
+    tensors["global_step"] = np.int64(400000)
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    write_tf1_checkpoint(str(zoo / "model.ckpt-400000"), tensors)
+    tf.compat.v1.train.update_checkpoint_state(str(zoo), "model.ckpt-400000")   # relative: found on ram:// too
+    run, files = _ram_binary(tmp_path, f"--stage={zoo}=ram://zoo", "--list=ram://imported", "import_tf1",
+                             "--tf1_checkpoint=ram://zoo", "--output=ram://imported", "--input_size=320")
+    assert {"ram://imported/ckpt-0.index", "ram://imported/config.yaml", "ram://imported/arch.json",
+            "ram://imported/label_map.pbtxt", "ram://imported/import_report.json"} <= set(files), files
+    assert f"{len(tensors) - 1} variables imported, 1 ignored" in run.stdout
+
+
+def test_quickstart_refuses_ram_paths_its_stage_processes_could_not_see(tmp_path):
+    from conftest import run_binary
+    run = run_binary("quickstart", "--output_dir=ram://quickstart", check=False)
+    assert run.returncode != 0 and "lives inside one process" in run.stderr

@@ -64,7 +64,7 @@ def restore_initial_weights(model, checkpoint: str, description: str,
     """
     path = resolve_checkpoint(checkpoint)
     try:
-        reader = tf.train.load_checkpoint(path)
+        reader = tf.compat.v1.train.NewCheckpointReader(path)   # a prefix: no folder lookup
         keys = model_variable_keys(reader)
     except (tf.errors.OpError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot read the {description} from it: {e}") from e

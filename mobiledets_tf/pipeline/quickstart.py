@@ -143,6 +143,11 @@ def check_options(options: QuickstartOptions) -> ExperimentConfig:
         raise PipelineError(f"--benchmark_warmup_runs must be 0 or more, got {options.benchmark_warmup_runs}")
     if options.qat_learning_rate <= 0:
         raise PipelineError(f"--qat_learning_rate must be positive, got {options.qat_learning_rate}")
+    for name in ("output_dir", "config"):
+        if str(getattr(options, name)).startswith("ram://"):
+            raise PipelineError(f"--{name}={getattr(options, name)}: a ram:// filesystem lives inside one "
+                                "process, and the quickstart runs each stage as its own process; use a "
+                                "local folder or a bucket (gs://...)")
     try:
         config = load_config(options.config, options.overrides)
         load_config(options.config, [*qat_overrides(options), "model.quantization=qat"])

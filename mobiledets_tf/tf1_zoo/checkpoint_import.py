@@ -116,7 +116,7 @@ def import_tf1_checkpoint(tf1_checkpoint: str, arch: Optional[str] = None,
     """
     prefix = resolve_tf1_checkpoint(tf1_checkpoint)
     try:
-        reader = tf.train.load_checkpoint(prefix)
+        reader = tf.compat.v1.train.NewCheckpointReader(prefix)   # a prefix: no folder lookup
     except (tf.errors.OpError, ValueError) as e:
         raise TF1ImportError(f"{prefix}: cannot read the checkpoint: {e}") from e
     shapes = reader.get_variable_to_shape_map()

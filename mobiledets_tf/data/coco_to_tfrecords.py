@@ -433,11 +433,17 @@ def _process_is_running(pid: int) -> bool:
 
 
 def _remove_stale_temporaries(finals: Sequence[str]) -> None:
-    """Removes `{final}.{pid}.tmp` files left by a killed conversion (whose process is gone)."""
+    """Removes `{final}.{pid}.tmp` files left by a killed conversion (whose process is gone).
+
+    In a bucket, which other machines may be writing to, they are only reported: a pid names a
+    process of one machine, so whether the writer is gone cannot be told from here."""
     for final in finals:
         for tmp in fileio.glob(f"{glob.escape(final)}.*.tmp"):
             pid = tmp[len(final) + 1:-len(".tmp")]
-            if pid.isdigit() and not _process_is_running(int(pid)):
+            if fileio.is_remote(tmp):
+                logging.warning("%s may be left by a conversion that was stopped; delete it if no "
+                                "other machine is converting to this prefix", tmp)
+            elif pid.isdigit() and not _process_is_running(int(pid)):
                 logging.info("Removing %s, left by a conversion that was stopped", tmp)
                 fileio.remove(tmp)
 

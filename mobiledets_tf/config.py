@@ -29,6 +29,8 @@ class ModelConfig(base_config.Config):
     min_depth: int = 16
     sync_batch_norm: bool = False        # batch statistics across replicas when distributed
     quantization: str = ""               # "" (float) or "qat" (fake-quantized, tfmot 8-bit)
+    qat_activation_form: str = "decomposed"  # QAT fake-quant positions of hard-swish and hard-sigmoid:
+                                         # "decomposed" (int8 MUL/ADD that XNNPACK runs) or "fused"
     anchor_min_scale: float = 0.2        # SSD anchor scales of the lowest and highest feature map
     anchor_max_scale: float = 0.95       # (fractions of the image side; the TF1 SSDLite defaults)
     match_threshold: float = 0.5         # IoU that makes an anchor a positive of a groundtruth box
@@ -127,6 +129,7 @@ class ExperimentConfig(base_config.Config):
 _CHOICES = {
     "data.dataset": ("builtin", "tfrecord"),
     "model.quantization": ("", "qat"),
+    "model.qat_activation_form": ("decomposed", "fused"),
     "train.mixed_precision": ("", "mixed_bfloat16", "mixed_float16"),
     "train.optimizer": ("sgd", "adam"),
     "search.quality_metric": ("AP50", "AP"),

@@ -4,7 +4,7 @@ Shared by TFLite evaluation and the latency benchmark; it imports no TensorFlow,
 worker processes start in a fraction of a second. A model given as a URL is read into memory (which
 loads TensorFlow's file system).
 """
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Union
 
 from ai_edge_litert.interpreter import Interpreter, OpResolverType, load_delegate
 
@@ -15,10 +15,11 @@ class TFLiteModelError(ValueError):
     """A .tflite file (or its delegate) that cannot be loaded, or is not a detector of this package."""
 
 
-def load_interpreter(model_path: str, delegate: Optional[str] = None,
+def load_interpreter(model_path: Union[str, bytes], delegate: Optional[str] = None,
                      delegate_options: Optional[Mapping[str, str]] = None,
                      num_threads: Optional[int] = None, xnnpack: bool = True) -> Interpreter:
-    """An allocated interpreter; `xnnpack=False` uses TFLite's reference CPU kernels without XNNPACK."""
+    """An allocated interpreter of a model file (or of the model's bytes); `xnnpack=False` uses
+    TFLite's reference CPU kernels without XNNPACK."""
     delegates = []
     if delegate:
         try:
@@ -26,8 +27,12 @@ def load_interpreter(model_path: str, delegate: Optional[str] = None,
         except (ValueError, OSError) as e:
             raise TFLiteModelError(f"cannot load the delegate {delegate}: {e}") from e
     resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    model = ({"model_content": fileio.read_bytes(model_path)} if fileio.is_remote(model_path)
-             else {"model_path": model_path})
+    if isinstance(model_path, bytes):
+        model, model_path = {"model_content": model_path}, "<model bytes>"
+    elif fileio.is_remote(model_path):
+        model = {"model_content": fileio.read_bytes(model_path)}
+    else:
+        model = {"model_path": model_path}
     try:
         interpreter = Interpreter(**model, experimental_delegates=delegates or None,
                                   num_threads=num_threads, experimental_op_resolver_type=resolver)

@@ -1,5 +1,6 @@
 """mobiledets-benchmark: the local backend on real exported models, tables and plot, the Edge TPU
 backend through a stand-in libedgetpu.so.1 built from tests/edgetpu_standin/, per-row failures."""
+import collections
 import csv
 import json
 import os
@@ -8,6 +9,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from ai_edge_litert.interpreter import OpResolverType
 
 from conftest import TINY_BUILTIN, run_binary
 from mobiledets_tf.benchmark.edgetpu_backend import benchmark_on_edgetpu
@@ -205,3 +207,74 @@ def test_models_expand_from_globs_in_order(exported):
     assert [os.path.basename(p) for p in paths] == ["mobiledet_edgetpu_64_float32.tflite",
                                                     "mobiledet_edgetpu_64_int8.tflite"]
     assert np.all([os.path.exists(p) for p in paths])
+
+
+def test_single_op_models_compute_what_the_operator_computes_in_the_whole_model(exported):
+    """Every operator cut out alone, fed the inputs it sees in the whole model, gives the same outputs."""
+    from ai_edge_litert.interpreter import Interpreter
+    from mobiledets_tf.benchmark.single_op_models import single_op_models
+    from mobiledets_tf.export.tflite_model import read_tflite
+
+    with open(exported["int8"], "rb") as f:
+        model_bytes = f.read()
+    graph = read_tflite(model_bytes).main
+    whole = Interpreter(model_content=model_bytes, experimental_preserve_all_tensors=True,
+                        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    whole.allocate_tensors()
+    image = whole.get_input_details()[0]
+    whole.set_tensor(image["index"], np.random.default_rng(0).integers(0, 255, image["shape"], dtype=np.uint8))
+    whole.invoke()
+    names = []
+    for index, name, op_bytes in single_op_models(model_bytes):
+        op = graph.operators[index]
+        assert name == op.name
+        names.append(name)
+        alone = Interpreter(model_content=op_bytes,
+                            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        alone.allocate_tensors()
+        variable_inputs = [i for i in op.inputs if not graph.tensors[i].is_constant]
+        assert len(alone.get_input_details()) == len(dict.fromkeys(variable_inputs))
+        for details, tensor in zip(alone.get_input_details(), dict.fromkeys(variable_inputs)):
+            alone.set_tensor(details["index"], whole.get_tensor(tensor))
+        alone.invoke()
+        outputs = [(alone.get_tensor(details["index"]), whole.get_tensor(tensor))
+                   for details, tensor in zip(alone.get_output_details(), op.outputs)]
+        if name == "TFLite_Detection_PostProcess":
+            # Only the first num_detections rows are written; the rest of each buffer is left as it was.
+            detections = int(outputs[3][1][0])
+            assert int(outputs[3][0][0]) == detections > 0
+            outputs = [(got[:, :detections], expected[:, :detections]) for got, expected in outputs[:3]]
+        for got, expected in outputs:
+            np.testing.assert_array_equal(got, expected, err_msg=f"operator {index} ({name})")
+    assert names == [op.name for op in graph.operators] and "CONV_2D" in names
+
+
+def test_local_rows_report_delegation_and_the_per_op_profile(exported, tmp_path):
+    from mobiledets_tf.benchmark.op_profile import OpProfile
+    from mobiledets_tf.export.tflite_model import read_tflite
+
+    out = tmp_path / "profiled"
+    rows = run_benchmark([exported["int8"]], "local", parse_targets(["cpu,cpu:xnnpack=false"], "local"),
+                         str(out), name="ops", options=BenchmarkOptions(warmup_runs=1, num_runs=3, op_profile=True),
+                         plot=False)
+    operators = read_tflite(exported["int8"]).main.operators
+    counts = collections.Counter(op.name for op in operators)
+    xnnpack, reference = rows
+    # XNNPACK takes everything but the uint8 input's QUANTIZE and the postprocess op, in one partition.
+    assert xnnpack.delegation == (f"{len(operators) - 2}/{len(operators)} nodes delegated in 1 partition(s); "
+                                  "outside: QUANTIZE x1, TFLite_Detection_PostProcess x1")
+    assert reference.delegation == f"0/{len(operators)} nodes delegated in 0 partition(s); outside: " + ", ".join(
+        f"{name} x{count}" for name, count in sorted(counts.items()))
+    for row in rows:
+        profile = OpProfile.from_dict(row.op_profile)
+        assert {r.op: r.count for r in profile.rows} == dict(counts)
+        assert all(r.total_ms > 0 for r in profile.rows)
+        assert [r.total_ms for r in profile.rows] == sorted((r.total_ms for r in profile.rows), reverse=True)
+        assert sum(r.share for r in profile.rows) == pytest.approx(1.0)
+        assert profile.model_ms == pytest.approx(row.median_ms) and "one-op model" in profile.method
+    markdown = (out / "ops.md").read_text()
+    assert markdown.count("## Latency per op type:") == 2 and "| CONV_2D |" in markdown
+    saved = json.loads((out / "ops.json").read_text())["rows"]
+    assert saved[0]["op_profile"]["rows"][0]["op"] == OpProfile.from_dict(rows[0].op_profile).rows[0].op
+    with open(out / "ops.csv") as f:
+        assert "op_profile" not in next(csv.reader(f))

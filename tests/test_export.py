@@ -1,5 +1,6 @@
 """mobiledets-export: every architecture at every precision, output layout, accelerator reports,
 float parity with Keras, MediaPipe loading, atomic writes and clear errors for bad checkpoints."""
+import collections
 import glob
 import os
 import signal
@@ -13,6 +14,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from conftest import ALL_ARCHITECTURES, TINY_BUILTIN, run_binary, tiny_config_yaml
 from test_metadata import mediapipe_detect
+from mobiledets_tf.benchmark.delegation import delegation_report
 from mobiledets_tf.config import load_config
 from mobiledets_tf.data import pipeline
 from mobiledets_tf.export.exporter import export_detector
@@ -20,11 +22,11 @@ from mobiledets_tf.export.inference_graph import OUTPUT_NAMES
 from mobiledets_tf.export.metadata import read_labels, read_output_tensor_names
 from mobiledets_tf.export.postprocess_op import OP_NAME
 from mobiledets_tf.export.tflite_model import read_tflite
+from mobiledets_tf.layers import HardSwish
 from mobiledets_tf.models.checkpoints import CheckpointError
 from mobiledets_tf.models.detector import SSDLiteDetector
 from mobiledets_tf.training.task import resolve_data
 
-RELU6_ARCHITECTURES = ("mobiledet_edgetpu", "mobiledet_dsp", "mobiledet_gpu", "mobilenet_v2")
 HARD_SWISH_ARCHITECTURES = ("mobiledet_cpu", "mobilenet_v3_large")
 TAIL = ["DEQUANTIZE", "DEQUANTIZE", OP_NAME]
 
@@ -93,20 +95,25 @@ def test_every_architecture_exports_at_every_precision(arch, tiny_data_dir, tmp_
         if not int8:
             continue
         report = model.report
-        if arch == "mobilenet_v3_large" and precision == "int8_qat":
-            # Its hard-sigmoid SE gate (add 3, relu6, / 6, multiply) has no fake-quant inside, so
-            # those ops stay float in the QAT model; everything else is int8.
-            assert set(report.float_ops) == {"DEQUANTIZE", "QUANTIZE", "ADD", "MUL", OP_NAME}
-            continue
-        # Only int8 builtin ops except the DEQUANTIZE ops feeding the postprocess op and the op itself.
+        # Only int8 builtin ops except the DEQUANTIZE ops feeding the postprocess op and the op itself
+        # (MobileNetV3's QAT hard-sigmoid gate included: its intermediate tensors are fake-quantized).
         assert report.only_int8_except_postprocess, (precision, report.float_ops)
         assert report.float_ops == TAIL
-        if arch in RELU6_ARCHITECTURES:  # everything else maps to the Edge TPU
-            assert report.ops_on_cpu == 3 and report.edgetpu_subgraphs == 1
-            assert {v.status for v in report.operators[:-3]} == {"Mapped to Edge TPU"}
-        else:  # HARD_SWISH runs int8 on CPUs but stops the Edge TPU subgraph
-            assert "HARD_SWISH" in {v.op for v in report.operators}
+        # Hard-swish is exported as MUL, ADD (RELU6), MUL: everything else maps to the Edge TPU.
+        assert "HARD_SWISH" not in {v.op for v in report.operators}
+        assert report.ops_on_cpu == 3 and report.edgetpu_subgraphs == 1
+        assert {v.status for v in report.operators[:-3]} == {"Mapped to Edge TPU"}
+        # XNNPACK takes every op but the uint8 input's QUANTIZE and the postprocess op, in one partition.
+        delegation = _delegation(model.tflite_path)
+        assert delegation.partitions == 1, delegation.summary()
+        assert delegation.outside == {"QUANTIZE": 1, OP_NAME: 1}, delegation.summary()
     assert os.path.exists(tmp_path / "export" / "labels.txt")
+
+
+def _delegation(path: str):
+    interpreter = Interpreter(model_path=path, num_threads=1)
+    interpreter.allocate_tensors()
+    return delegation_report(interpreter)
 
 
 def data_class_names():
@@ -139,6 +146,37 @@ def test_float_tflite_raw_predictions_match_keras(arch, tiny_data_dir, tmp_path)
         for tflite, keras in ((box_encodings, keras_boxes.numpy()), (class_scores, tf.sigmoid(keras_logits).numpy())):
             relative = np.abs(tflite - keras).max() / np.abs(keras).max()
             assert relative <= 1e-4, relative
+
+
+def _op_counts(model) -> collections.Counter:
+    return collections.Counter(v.op for v in model.report.operators)
+
+
+def test_hard_swish_exports_decomposed_for_int8_and_fused_for_float_or_on_request(tiny_data_dir, tmp_path):
+    config = _config("mobiledet_cpu", 160)
+    data = resolve_data(config)
+    checkpoint = _checkpoint(config, tmp_path)
+    hard_swish_layers = sum(isinstance(layer, HardSwish)
+                            for layer in SSDLiteDetector.from_config(config.model).model.layers)
+    default = export_detector(config, checkpoint, data, str(tmp_path / "default"), ["float32", "int8"],
+                              num_calibration_images=2, saved_model=False)
+    fused = export_detector(config, checkpoint, data, str(tmp_path / "fused"), ["int8"],
+                            num_calibration_images=2, saved_model=False, hard_swish_form="fused")
+    float_ops, int8_ops, fused_ops = (_op_counts(m) for m in (default["float32"], default["int8"], fused["int8"]))
+    assert float_ops["HARD_SWISH"] == fused_ops["HARD_SWISH"] == hard_swish_layers > 0
+    # int8 by default: each hard-swish is MUL(x, 1/6), ADD(x, 3) with fused RELU6, MUL.
+    assert int8_ops["HARD_SWISH"] == 0
+    assert int8_ops["MUL"] == fused_ops["MUL"] + 2 * hard_swish_layers
+    assert int8_ops["ADD"] == fused_ops["ADD"] + hard_swish_layers
+    assert default["int8"].report.only_int8_except_postprocess
+    # XNNPACK runs the decomposed int8 graph in one partition; the int8 HARD_SWISH ops it leaves out.
+    decomposed, one_op = _delegation(default["int8"].tflite_path), _delegation(fused["int8"].tflite_path)
+    assert decomposed.partitions == 1 and decomposed.outside == {"QUANTIZE": 1, OP_NAME: 1}
+    assert one_op.outside["HARD_SWISH"] == hard_swish_layers and one_op.partitions > 1
+    assert _delegation(default["float32"].tflite_path).outside == {OP_NAME: 1}
+    with pytest.raises(ValueError, match="int8_qat export keeps the hard-swish form"):
+        export_detector(_config("mobiledet_cpu", 160, "qat"), checkpoint, data, str(tmp_path / "qat"),
+                        ["int8_qat"], saved_model=False, hard_swish_form="decomposed")
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import tensorflow as tf
 from mobiledets_tf.keras import keras
 from mobiledets_tf.layers import (ConvBnAct, FusedInvertedBottleneck, HardSwish, InvertedBottleneck,
                                   SqueezeExcite, SqueezeExciteGate, TuckerConv, round_filters)
+from mobiledets_tf.layers.activations import HARD_SWISH_FORMS, hard_swish_form
 
 
 @pytest.mark.parametrize("filters,multiplier,expected", [
@@ -110,10 +111,15 @@ def test_residual_on_a_shape_change_is_rejected():
         FusedInvertedBottleneck(16, 16, strides=2, residual=True, name="bad2")
 
 
-def test_hard_swish_formula():
-    x = tf.constant([-4.0, -3.0, -1.0, 0.0, 1.0, 3.0, 5.0])
+@pytest.mark.parametrize("form", HARD_SWISH_FORMS)
+def test_hard_swish_formula_in_both_op_forms(form):
+    x = tf.constant(np.linspace(-8, 8, 161, dtype=np.float32))
     expected = x.numpy() * np.clip(x.numpy() + 3, 0, 6) / 6
-    np.testing.assert_allclose(HardSwish()(x).numpy(), expected, rtol=1e-6)
+    with hard_swish_form(form):
+        np.testing.assert_allclose(HardSwish()(x).numpy(), expected, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="hard-swish form"):
+        with hard_swish_form("lut"):
+            pass
 
 
 @pytest.mark.parametrize("gate", ["sigmoid", "hard_sigmoid"])

@@ -153,14 +153,20 @@ def test_flat_graph_of_builtin_layers_only():
 def test_tfmot_quantizes_every_detector(arch):
     from tensorflow_model_optimization.python.core.quantization.keras.quantize_wrapper import QuantizeWrapperV2
 
-    from mobiledets_tf.quantization.configs import OutputQuantizeConfig
+    from mobiledets_tf.quantization.configs import OutputQuantizeConfig, QATHardSwish, QATSqueezeExciteGate
     from mobiledets_tf.quantization.qat import quantize_model, quantize_scope
     detector = SSDLiteDetector(arch, num_classes=3, input_size=256)
     qat = quantize_model(detector.model)
     wrapped = {l.layer.name: l for l in qat.layers if isinstance(l, QuantizeWrapperV2)}
     for layer in detector.model.layers:
         if isinstance(layer, (HardSwish, SqueezeExciteGate)):
+            # Swapped for the QAT layers that also fake-quantize the intermediate tensors.
+            qat_layer = wrapped[layer.name].layer
+            assert isinstance(qat_layer, (QATHardSwish, QATSqueezeExciteGate))
             assert isinstance(wrapped[layer.name].quantize_config, OutputQuantizeConfig)
+            expected = ({"scaled", "gate"} if isinstance(layer, HardSwish) else
+                        {"shifted", "gate"} if layer.gate == "hard_sigmoid" else set())
+            assert set(qat_layer.intermediates.ranges) == expected
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.Add, keras.layers.ReLU)):
             assert layer.name in wrapped, f"{layer.name} is not quantized"
     images = detector.preprocess(_batch(detector, 1)[0])

@@ -22,6 +22,12 @@ Device label (Measurement.device): "<ro.product.model> (<ro.soc.model>) <serial>
 ro.board.platform standing in for ro.soc.model before Android 12: "Pixel 7 (GS201) 2A181FDH300ABC",
 "SM-G973U (msmnile) R58M123ABCD".
 
+With op_profile=True benchmark_model also gets `--enable_op_profiling=true`, and each successful row
+gets details["op_profile"] (OpProfile.to_dict(): the per-node-type table of the timed runs, see
+op_profile.py, with model_ms = the row's mean latency) or, when the output has no such table,
+details["op_profile_error"]; the row keeps its latency either way. Profiling slows each run a little,
+so the latencies of a profiled run are not those of a plain one.
+
 Each failure (device not connected, push failed, benchmark_model crashed or exited non-zero, no
 timing, the requested delegate not applied) becomes that row's error, naming model, target and
 device, and the loop goes on. `adb` missing is the one error that stops everything (AdbNotFoundError).
@@ -39,6 +45,7 @@ from mobiledets_tf import fileio
 from mobiledets_tf.benchmark.benchmark_model_output import (BenchmarkModelError, failure_lines,
                                                             parse_benchmark_model_output)
 from mobiledets_tf.benchmark.latency import Measurement
+from mobiledets_tf.benchmark.op_profile import parse_op_profile
 from mobiledets_tf.benchmark.targets import BACKEND_TARGETS, Target, parse_delegate_options
 from mobiledets_tf.progress import progress_bar
 
@@ -158,10 +165,11 @@ def target_environment(target: Target) -> List[Tuple[str, str]]:
 
 
 def device_command(remote_binary: str, remote_model: str, target: Target, cpu_mask: str, threads: int,
-                   warmup_runs: int, num_runs: int) -> str:
+                   warmup_runs: int, num_runs: int, op_profile: bool = False) -> str:
     """The shell command line run on the device for one model on one target."""
     flags = [("graph", remote_model), ("num_threads", str(threads)), ("warmup_runs", str(warmup_runs)),
              ("num_runs", str(num_runs))] + target_flags(target)
+    flags += [("enable_op_profiling", "true")] if op_profile else []
     return " ".join([f"{name}={shlex.quote(value)}" for name, value in target_environment(target)]
                     + ["taskset", cpu_mask, shlex.quote(remote_binary)]
                     + [f"--{name}={shlex.quote(value)}" for name, value in flags])
@@ -171,13 +179,14 @@ def benchmark_on_devices(model_paths: Sequence[str], targets: Sequence[Target], 
                          serials: Sequence[str] = (), cpu_mask: Optional[str] = None, threads: int = 1,
                          warmup_runs: int = DEFAULT_WARMUP_RUNS, num_runs: int = DEFAULT_NUM_RUNS,
                          adb: str = "adb", remote_dir: str = DEFAULT_REMOTE_DIR,
-                         progress: Progress = True) -> List[Measurement]:
+                         progress: Progress = True, op_profile: bool = False) -> List[Measurement]:
     """Times every model on every target of every requested device -> one Measurement per triple,
     in device, model, target order.
 
     serials: devices to use (default: every device in state "device"); a requested device that is
     absent or not ready gets error rows. cpu_mask: hex taskset mask overriding the single big core.
     progress: True for a progress bar, False for none, or a callable given each finished Measurement.
+    op_profile: also profile the ops (--enable_op_profiling=true): details["op_profile"] per row.
     Raises ValueError / FileNotFoundError for bad arguments and AdbNotFoundError when adb cannot run,
     before anything runs on a device.
     """
@@ -197,7 +206,7 @@ def benchmark_on_devices(model_paths: Sequence[str], targets: Sequence[Target], 
                 rows.fail_all(model_paths, targets, serial, threads, reason)
                 continue
             _benchmark_device(serial, model_paths, targets, benchmark_binary, mask, threads, warmup_runs,
-                              num_runs, adb, remote_dir, rows)
+                              num_runs, adb, remote_dir, rows, op_profile)
     finally:
         rows.close()
     return rows.measurements
@@ -205,7 +214,7 @@ def benchmark_on_devices(model_paths: Sequence[str], targets: Sequence[Target], 
 
 def _benchmark_device(serial: str, model_paths: List[str], targets: List[Target], benchmark_binary: str,
                       mask: Optional[str], threads: int, warmup_runs: int, num_runs: int, adb: str,
-                      remote_dir: str, rows: "_Rows") -> None:
+                      remote_dir: str, rows: "_Rows", op_profile: bool = False) -> None:
     device = serial
     remote_binary = posixpath.join(remote_dir, "benchmark_model")
     try:
@@ -226,12 +235,13 @@ def _benchmark_device(serial: str, model_paths: List[str], targets: List[Target]
             rows.fail_all([model_path], targets, device, threads, f"pushing the model failed: {error}")
             continue
         for target in targets:
-            command = device_command(remote_binary, remote_model, target, mask, threads, warmup_runs, num_runs)
-            rows.add(_run_benchmark(serial, model_path, target, device, threads, command, mask, adb))
+            command = device_command(remote_binary, remote_model, target, mask, threads, warmup_runs, num_runs,
+                                     op_profile)
+            rows.add(_run_benchmark(serial, model_path, target, device, threads, command, mask, adb, op_profile))
 
 
 def _run_benchmark(serial: str, model_path: str, target: Target, device: str, threads: int, command: str,
-                   mask: str, adb: str) -> Measurement:
+                   mask: str, adb: str, op_profile: bool = False) -> Measurement:
     code, output = run_adb(serial, ["shell", command], adb, RUN_TIMEOUT_S)
     row = _row(model_path, target, device, threads,
                details={"serial": serial, "command": command, "cpu_mask": mask})
@@ -252,7 +262,20 @@ def _run_benchmark(serial: str, model_path: str, target: Target, device: str, th
                                 "are the CPU's: " + " | ".join(failure_lines(output)))
     else:
         row.latency = latency
+        if op_profile:
+            _add_op_profile(row, output)
     return row
+
+
+def _add_op_profile(row: Measurement, output: str) -> None:
+    """details["op_profile"] from the output's per-node-type table, else details["op_profile_error"]."""
+    try:
+        profile = parse_op_profile(output)
+    except BenchmarkModelError as error:
+        row.details["op_profile_error"] = str(error)
+        return
+    profile.model_ms = row.latency.mean_ms
+    row.details["op_profile"] = profile.to_dict()
 
 
 class _Rows:

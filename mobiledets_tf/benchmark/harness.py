@@ -37,6 +37,7 @@ class BenchmarkOptions:
     adb: str = "adb"
     remote_dir: str = "/data/local/tmp/mobiledets"
     edgetpu_library: Optional[str] = None         # edgetpu: path of libedgetpu.so.1
+    op_profile: bool = False                      # local, adb: latency per op type as well
 
 
 def expand_models(patterns: Sequence[str]) -> List[str]:
@@ -67,6 +68,9 @@ def machine_context(backend: str) -> Dict[str, str]:
 def measure(backend: str, models: Sequence[str], targets: Sequence[Target], options: BenchmarkOptions,
             on_measurement: Optional[Callable[[Measurement], None]] = None) -> List[Measurement]:
     """Every model on every target (and device, and round); `on_measurement` sees each one as it ends."""
+    if options.op_profile and backend == "edgetpu":
+        raise ValueError("--op_profile: the edgetpu backend has no per-op timing (the Edge TPU runs its "
+                         "subgraph as one node); use the local or adb backend")
     devices = len(options.serials) if backend == "adb" else 1     # adb: unknown until `adb devices`
     rounds = options.rounds if backend == "local" else 1
     total = len(models) * len(targets) * devices * rounds or None
@@ -81,7 +85,8 @@ def measure(backend: str, models: Sequence[str], targets: Sequence[Target], opti
         common = dict(threads=options.threads, warmup_runs=options.warmup_runs,
                       num_runs=options.num_runs, progress=progress)
         if backend == "local":
-            return local.benchmark_locally(models, targets, cpus=options.cpus, rounds=options.rounds, **common)
+            return local.benchmark_locally(models, targets, cpus=options.cpus, rounds=options.rounds,
+                                           op_profile=options.op_profile, **common)
         if backend == "edgetpu":
             return edgetpu_backend.benchmark_on_edgetpu(models, targets, library=options.edgetpu_library,
                                                         **common)
@@ -91,7 +96,8 @@ def measure(backend: str, models: Sequence[str], targets: Sequence[Target], opti
                                  "built for the device's ABI)")
             return adb.benchmark_on_devices(models, targets, options.benchmark_binary,
                                             serials=options.serials, cpu_mask=options.cpu_mask,
-                                            adb=options.adb, remote_dir=options.remote_dir, **common)
+                                            adb=options.adb, remote_dir=options.remote_dir,
+                                            op_profile=options.op_profile, **common)
     raise ValueError(f"unknown backend {backend!r}: choose from {', '.join(BACKENDS)}")
 
 

@@ -2,13 +2,16 @@
 
 Inputs are random but fixed (seeded), in the model's own dtype; each timed run is one `invoke()`
 measured with `time.perf_counter_ns`, so the figures are the interpreter's latency without any
-Python pre- or post-processing. Used by the local and Edge TPU backends (in a worker process).
+Python pre- or post-processing. The details also hold the delegation report of the loaded
+interpreter (which operators XNNPACK or the given delegate took, `delegation.py`). Used by the local
+and Edge TPU backends (in a worker process).
 """
 import time
 from typing import List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from mobiledets_tf.benchmark.delegation import delegation_report
 from mobiledets_tf.tflite_runtime import load_interpreter
 
 
@@ -28,7 +31,7 @@ def random_inputs(interpreter, seed: int = 0) -> None:
 def time_model(model_path: str, threads: int = 1, xnnpack: bool = True, warmup_runs: int = 10,
                num_runs: int = 50, delegate: Optional[str] = None,
                delegate_options: Optional[Mapping[str, str]] = None) -> Tuple[List[float], dict]:
-    """(latency samples in ms, details with init_ms and first_inference_ms)."""
+    """(latency samples in ms, details with init_ms, first_inference_ms and delegation)."""
     if num_runs < 1 or warmup_runs < 0:
         raise ValueError(f"need num_runs >= 1 and warmup_runs >= 0, got {num_runs} and {warmup_runs}")
     start = time.perf_counter_ns()
@@ -45,4 +48,5 @@ def time_model(model_path: str, threads: int = 1, xnnpack: bool = True, warmup_r
             first_ms = elapsed_ms
         if run >= warmup_runs:
             samples_ms.append(elapsed_ms)
-    return samples_ms, {"init_ms": init_ns / 1e6, "first_inference_ms": first_ms}
+    return samples_ms, {"init_ms": init_ns / 1e6, "first_inference_ms": first_ms,
+                        "delegation": delegation_report(interpreter).to_dict()}

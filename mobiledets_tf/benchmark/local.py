@@ -2,7 +2,8 @@
 
 The paper's protocol by default: one thread, XNNPACK on (`cpu:xnnpack=false` for TFLite's reference
 kernels), warm-up runs then timed runs, each model in its own worker process (optionally pinned to
-chosen CPUs). An `external:path=LIB,options=k:v;k:v` target loads a delegate library first. The Edge
+chosen CPUs). Each row's details carry the delegation report (operators XNNPACK or the delegate took,
+partitions, op types left outside) and, with `op_profile`, the per-op-type table. An `external:path=LIB,options=k:v;k:v` target loads a delegate library first. The Edge
 TPU backend runs the same worker with libedgetpu as the delegate.
 """
 import json
@@ -40,16 +41,16 @@ def local_device_label(cpus: Optional[Sequence[int]] = None) -> str:
 def measure_in_worker(model_path: str, backend: str, target: Target, device: str, threads: int,
                       warmup_runs: int, num_runs: int, xnnpack: bool = True,
                       delegate: Optional[str] = None, delegate_options: Optional[Mapping[str, str]] = None,
-                      cpus: Optional[Sequence[int]] = None) -> Measurement:
+                      cpus: Optional[Sequence[int]] = None, op_profile: bool = False) -> Measurement:
     """Times one model in a worker process; any failure (load error, crash, timeout) is the row's error.
 
-    A model given as a URL is timed from a local copy."""
+    A model given as a URL is timed from a local copy. `op_profile`: also the per-op-type table."""
     measurement = Measurement(model_path, backend, target.label, device, threads)
     try:
         with fileio.local_copy(model_path) as local_model:
             request = dict(model_path=local_model, threads=threads, xnnpack=xnnpack, warmup_runs=warmup_runs,
                            num_runs=num_runs, delegate=delegate, delegate_options=dict(delegate_options or {}),
-                           cpus=list(cpus or []))
+                           cpus=list(cpus or []), op_profile=op_profile)
             run = subprocess.run([sys.executable, "-m", "mobiledets_tf.benchmark.local_worker",
                                   json.dumps(request)], capture_output=True, text=True,
                                  timeout=WORKER_TIMEOUT_SECONDS)
@@ -78,19 +79,20 @@ def worker_failure(returncode: int, stderr: str) -> str:
 
 def benchmark_locally(model_paths: Sequence[str], targets: Sequence[Target], threads: int = 1,
                       warmup_runs: int = 10, num_runs: int = 50, cpus: Optional[Sequence[int]] = None,
-                      rounds: int = 1, progress: Optional[Callable[[Measurement], None]] = None
-                      ) -> List[Measurement]:
+                      rounds: int = 1, progress: Optional[Callable[[Measurement], None]] = None,
+                      op_profile: bool = False) -> List[Measurement]:
     """Every model on every local target (cpu, cpu:xnnpack=false, external:path=...).
 
     With `rounds` > 1 the whole list is measured that many times over and each model's samples are
     pooled (`pool_rounds`), which steadies medians on a machine whose speed drifts. `progress` is
-    called with each finished measurement.
+    called with each finished measurement. `op_profile`: each model's per-op-type table, measured in
+    the first round (the rows keep the first round's details).
     """
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, not {rounds}")
     device = local_device_label(cpus)
     passes = []
-    for _ in range(rounds):
+    for round_index in range(rounds):
         measurements = []
         for target in targets:
             delegate = target.option("path") if target.kind == "external" else None
@@ -99,7 +101,7 @@ def benchmark_locally(model_paths: Sequence[str], targets: Sequence[Target], thr
                 measurements.append(measure_in_worker(
                     path, "local", target, device, threads, warmup_runs, num_runs,
                     xnnpack=target.flag("xnnpack", True), delegate=delegate, delegate_options=options,
-                    cpus=cpus))
+                    cpus=cpus, op_profile=op_profile and round_index == 0))
                 if progress:
                     progress(measurements[-1])
         passes.append(measurements)

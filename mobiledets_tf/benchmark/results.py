@@ -3,7 +3,10 @@
 A row joins one `Measurement` with the model card written at export (architecture, precision,
 multiply-adds, parameters) and, when known, the model's COCO AP: from an eval JSON given for that
 model, or from `eval_{stem}/metrics.json` next to the .tflite (where `mobiledets-eval --tflite`
-writes it). Tables are written as Markdown, CSV and JSON, atomically.
+writes it). A local row also states the delegation (`delegation.py`: nodes the CPU delegate or the
+given delegate took, partitions, op types left outside); with `--op_profile` a row carries its
+per-op-type table (`op_profile.py`), printed under the Markdown table and kept whole in the JSON.
+Tables are written as Markdown, CSV and JSON, atomically.
 """
 import csv
 import dataclasses
@@ -13,7 +16,9 @@ import os
 from typing import Dict, List, Mapping, Optional, Sequence
 
 from mobiledets_tf import fileio
+from mobiledets_tf.benchmark.delegation import DelegationReport
 from mobiledets_tf.benchmark.latency import Measurement
+from mobiledets_tf.benchmark.op_profile import OpProfile, format_op_profile
 from mobiledets_tf.export.model_card import EDGETPU_STEM_SUFFIX, load_model_card
 
 
@@ -37,7 +42,9 @@ class BenchmarkRow:
     parameters: Optional[int] = None
     ap: Optional[float] = None
     ap50: Optional[float] = None
+    delegation: str = ""                  # local rows: DelegationReport.summary()
     error: str = ""
+    op_profile: Optional[dict] = None     # OpProfile.to_dict(), with --op_profile
 
     @property
     def latency_ms(self) -> Optional[float]:
@@ -45,7 +52,7 @@ class BenchmarkRow:
         return self.median_ms if self.median_ms is not None else self.mean_ms
 
 
-FIELDS = [f.name for f in dataclasses.fields(BenchmarkRow)]
+FIELDS = [f.name for f in dataclasses.fields(BenchmarkRow) if f.name != "op_profile"]   # CSV columns
 
 
 def model_stem(path: str) -> str:
@@ -93,6 +100,11 @@ def make_rows(measurements: Sequence[Measurement], eval_json: Mapping[str, str] 
             s = m.latency
             row.runs, row.median_ms, row.mean_ms, row.p90_ms = s.count, s.median_ms, s.mean_ms, s.p90_ms
             row.std_ms, row.min_ms = s.std_ms, s.min_ms
+        if "delegation" in m.details:
+            row.delegation = DelegationReport(**m.details["delegation"]).summary()
+        row.op_profile = m.details.get("op_profile")
+        if "op_profile_error" in m.details:
+            row.error = row.error or f"no op profile: {m.details['op_profile_error']}"
         rows.append(row)
     return rows
 
@@ -108,7 +120,7 @@ def _cell(value, digits: int = 2) -> str:
 def format_markdown(rows: Sequence[BenchmarkRow], title: str = "", notes: Sequence[str] = ()) -> str:
     header = ["model", "architecture", "precision", "input", "backend", "target", "device", "threads",
               "runs", "median ms", "mean ms", "p90 ms", "std ms", "min ms", "MAdds (B)", "params (M)",
-              "AP", "AP50", "error"]
+              "AP", "AP50", "delegation", "error"]
     lines = ([f"# {title}", ""] if title else []) + [f"{note}  " for note in notes] + ([""] if notes else [])
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
@@ -117,8 +129,13 @@ def format_markdown(rows: Sequence[BenchmarkRow], title: str = "", notes: Sequen
                  _cell(r.std_ms), _cell(r.min_ms),
                  _cell(r.multiply_adds / 1e9 if r.multiply_adds else None, 3),
                  _cell(r.parameters / 1e6 if r.parameters else None, 2),
-                 _cell(r.ap, 3), _cell(r.ap50, 3), r.error.replace("|", "\\|").replace("\n", " ")]
+                 _cell(r.ap, 3), _cell(r.ap50, 3), r.delegation,
+                 r.error.replace("|", "\\|").replace("\n", " ")]
         lines.append("| " + " | ".join(cells) + " |")
+    for r in rows:
+        if r.op_profile:
+            lines += ["", f"## Latency per op type: {r.model} ({r.target}, {r.device})", "",
+                      *format_op_profile(OpProfile.from_dict(r.op_profile))]
     return "\n".join(lines) + "\n"
 
 
@@ -127,7 +144,8 @@ def format_csv(rows: Sequence[BenchmarkRow]) -> str:
     writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in dataclasses.asdict(row).items()})
+        writer.writerow({k: ("" if v is None else v) for k, v in dataclasses.asdict(row).items()
+                         if k in FIELDS})
     return out.getvalue()
 
 

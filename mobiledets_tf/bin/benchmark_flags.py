@@ -23,6 +23,10 @@ def define_benchmark_flags(num_runs: int = 50) -> None:
                                        "adb: working folder on the device."),
         edgetpu_library=flags.DEFINE_string("edgetpu_library", None,
                                             "edgetpu: path of libedgetpu.so.1 (default: the loader's)."),
+        op_profile=flags.DEFINE_bool(
+            "op_profile", False, "Also a per-op-type latency table (op, count, total ms, share) for each "
+            "model: adb: benchmark_model --enable_op_profiling=true; local: each operator timed alone as "
+            "a one-op model with the same interpreter settings (ai-edge-litert has no op profiler)."),
     )
 
 
@@ -40,4 +44,5 @@ def benchmark_options_from_flags(rounds: int = 1) -> BenchmarkOptions:
     return BenchmarkOptions(threads=f["threads"], warmup_runs=f["warmup_runs"], num_runs=f["num_runs"],
                             cpus=cpus, rounds=rounds, benchmark_binary=f["benchmark_binary"],
                             serials=f["serials"], cpu_mask=f["cpu_mask"], adb=f["adb"],
-                            remote_dir=f["remote_dir"], edgetpu_library=f["edgetpu_library"])
+                            remote_dir=f["remote_dir"], edgetpu_library=f["edgetpu_library"],
+                            op_profile=f["op_profile"])

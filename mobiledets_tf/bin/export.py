@@ -57,6 +57,12 @@ CALIBRATION_DATA = flags.DEFINE_string(
 POSTPROCESS = flags.DEFINE_bool(
     "postprocess", True, "End each model in TFLite's SSD postprocess op (decode + NMS); with "
     "--nopostprocess the models output raw box encodings and class logits (files *_raw.tflite).")
+HARD_SWISH_FORM = flags.DEFINE_enum(
+    "hard_swish_form", "auto", ["auto", "fused", "decomposed"],
+    "Op form of hard-swish in the .tflite files. auto: 'decomposed' for int8 (MUL, ADD+RELU6, MUL: the "
+    "CPU delegate XNNPACK runs them in int8; measured on x86 CPUs only) and 'fused' for float32/float16 "
+    "(one HARD_SWISH op). 'fused' gives int8 its previous single HARD_SWISH op, which XNNPACK leaves to "
+    "TFLite's own kernel. int8_qat keeps the form of its QAT run (model.qat_activation_form).")
 SAVED_MODEL = flags.DEFINE_bool("saved_model", True, "Also write a TensorFlow SavedModel.")
 EDGETPU = flags.DEFINE_bool("edgetpu", False, "Also compile int8 models with edgetpu_compiler (when it "
                             "is installed) and report its operator mapping next to the prediction.")
@@ -83,6 +89,7 @@ def main(argv):
                                    num_calibration_images=CALIBRATION_IMAGES.value,
                                    calibration_data=CALIBRATION_DATA.value,
                                    postprocess=POSTPROCESS.value,
+                                   hard_swish_form=HARD_SWISH_FORM.value,
                                    saved_model=SAVED_MODEL.value, edgetpu=EDGETPU.value,
                                    edgetpu_compiler=EDGETPU_COMPILER.value)
     except (ConfigError, ArchSpecError, CheckpointError, ConversionError, FileNotFoundError,

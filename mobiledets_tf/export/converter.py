@@ -9,6 +9,11 @@
 - int8_qat: a quantization-aware-trained model, whose ranges come from its fake-quant layers
   (`supported_ops` left unset: setting TFLITE_BUILTINS_INT8 without a representative dataset is
   rejected even for QAT models), uint8 input.
+Hard-swish is traced in the op form of `hard_swish_form` (see `mobiledets_tf.layers.activations`):
+by default "decomposed" for int8 (MUL, ADD+RELU6, MUL, which the CPU delegate XNNPACK runs in int8,
+where it leaves the int8 HARD_SWISH op to TFLite's scalar kernel on x86) and "fused" for the float
+precisions (one HARD_SWISH op, which XNNPACK runs fast in float). An int8_qat model's form was fixed
+when its QAT run started (`model.qat_activation_form`), so it takes no `hard_swish_form`.
 The detection outputs stay float32: the postprocess op only takes float or uint8 inputs, so the
 converter puts DEQUANTIZE ops in front of it; without the postprocess op (`postprocess=False`) the raw
 box encodings and class logits are the float32 outputs.
@@ -19,8 +24,25 @@ import numpy as np
 import tensorflow as tf
 
 from mobiledets_tf.export.inference_graph import DetectionExportModule
+from mobiledets_tf.layers.activations import check_hard_swish_form, hard_swish_form as traced_in_form
 
 PRECISIONS = ("float32", "float16", "int8", "int8_qat")
+
+
+def default_hard_swish_form(precision: str) -> str:
+    """The op form hard-swish is exported in at `precision` when none is asked for."""
+    return "decomposed" if precision == "int8" else "fused"
+
+
+def resolve_hard_swish_form(precision: str, form: Optional[str]) -> str:
+    """`form` checked against `precision`, or the precision's default when `form` is None or "auto"."""
+    if form in (None, "auto"):
+        return default_hard_swish_form(precision)
+    check_hard_swish_form(form)
+    if precision == "int8_qat":
+        raise ValueError("an int8_qat export keeps the hard-swish form its QAT run was trained in "
+                         "(model.qat_activation_form); leave the hard-swish form unset")
+    return form
 
 
 class ConversionError(RuntimeError):
@@ -54,14 +76,16 @@ def _representative_dataset(images: Iterable[np.ndarray], input_size: int) -> Ca
 
 def converter_for(module: DetectionExportModule, precision: str,
                   representative_images: Optional[List[np.ndarray]] = None,
-                  postprocess: bool = True) -> tf.lite.TFLiteConverter:
+                  postprocess: bool = True, hard_swish_form: Optional[str] = None) -> tf.lite.TFLiteConverter:
     """A converter configured for `precision` (see the module docstring), of `module.tflite_detect`
-    or, without `postprocess`, of `module.tflite_raw`."""
+    or, without `postprocess`, of `module.tflite_raw`, traced with hard-swish in `hard_swish_form`."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    form = resolve_hard_swish_form(precision, hard_swish_form)
     function = module.tflite_detect if postprocess else module.tflite_raw
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [function.get_concrete_function()], variables_only(module))
+    with traced_in_form(form):
+        concrete = function.get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], variables_only(module))
     if precision == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -80,9 +104,10 @@ def converter_for(module: DetectionExportModule, precision: str,
 
 
 def convert(module: DetectionExportModule, precision: str,
-            representative_images: Optional[List[np.ndarray]] = None, postprocess: bool = True) -> bytes:
+            representative_images: Optional[List[np.ndarray]] = None, postprocess: bool = True,
+            hard_swish_form: Optional[str] = None) -> bytes:
     """The .tflite flatbuffer of `module.tflite_detect` (`module.tflite_raw`) at `precision`."""
-    converter = converter_for(module, precision, representative_images, postprocess)
+    converter = converter_for(module, precision, representative_images, postprocess, hard_swish_form)
     try:
         return converter.convert()
     except Exception as e:  # the converter raises several unrelated types (ConverterError, ValueError...)

@@ -3,12 +3,13 @@
 The gate (`x * sigmoid(s)` for MobileDets, `x * hard_sigmoid(s)` for MobileNetV3) is one small custom
 layer so that the whole block quantizes with tfmot: its QuantizeConfig (in
 `mobiledets_tf.quantization.configs`) fake-quantizes the gated output, and the TFLite converter lowers
-it to LOGISTIC (or HARD_SWISH-style ops) + MUL in int8.
+it to LOGISTIC + MUL (MobileNetV3: ADD with fused RELU6, MUL, MUL) in int8. `gated` takes the
+`quantize(name, tensor)` hook of `mobiledets_tf.layers.activations.hard_sigmoid` for QAT.
 """
 import tensorflow as tf
 
 from mobiledets_tf.keras import keras
-from mobiledets_tf.layers.activations import hard_sigmoid
+from mobiledets_tf.layers.activations import Quantize, hard_sigmoid, unquantized
 from mobiledets_tf.layers.block import Block
 from mobiledets_tf.layers.rounding import round_filters
 
@@ -25,8 +26,11 @@ class SqueezeExciteGate(keras.layers.Layer):
         self.gate = gate
 
     def call(self, inputs):
+        return self.gated(inputs)
+
+    def gated(self, inputs, quantize: Quantize = unquantized):
         features, logits = inputs
-        weights = tf.sigmoid(logits) if self.gate == "sigmoid" else hard_sigmoid(logits)
+        weights = tf.sigmoid(logits) if self.gate == "sigmoid" else hard_sigmoid(logits, quantize)
         return features * weights
 
     def get_config(self):

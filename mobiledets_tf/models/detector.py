@@ -60,7 +60,8 @@ class SSDLiteDetector:
                  float_checkpoint: Optional[str] = None, anchor_min_scale: float = 0.2,
                  anchor_max_scale: float = 0.95, l2_weight: float = defaults.L2_WEIGHT,
                  match_threshold: float = target_lib.MATCH_THRESHOLD,
-                 init_class_slots: Optional[Sequence[Optional[int]]] = None):
+                 init_class_slots: Optional[Sequence[Optional[int]]] = None,
+                 qat_activation_form: str = "decomposed"):
         if quantization not in QUANTIZATION_MODES:
             raise ValueError(f"quantization must be one of {QUANTIZATION_MODES}, got {quantization!r}")
         self.arch = load_arch(arch)
@@ -77,7 +78,8 @@ class SSDLiteDetector:
         if float_checkpoint:
             restore_initial_weights(self.float_model, float_checkpoint,
                                     f"float {self.arch.name} detector", init_class_slots)
-        self.model = quantize_model(self.float_model) if quantization == "qat" else self.float_model
+        self.model = (quantize_model(self.float_model, qat_activation_form) if quantization == "qat"
+                      else self.float_model)
         num_predictions = self.model.outputs[0].shape[1]
         if num_predictions != len(self.anchors):
             raise AssertionError(f"{num_predictions} predictions but {len(self.anchors)} anchors")
@@ -93,7 +95,7 @@ class SSDLiteDetector:
                    quantization=m.quantization, float_checkpoint=float_checkpoint,
                    anchor_min_scale=m.anchor_min_scale, anchor_max_scale=m.anchor_max_scale,
                    l2_weight=m.l2_weight, match_threshold=m.match_threshold,
-                   init_class_slots=init_class_slots)
+                   init_class_slots=init_class_slots, qat_activation_form=m.qat_activation_form)
 
     @staticmethod
     def preprocess(images) -> tf.Tensor:

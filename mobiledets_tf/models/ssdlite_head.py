@@ -5,7 +5,10 @@ As in the Object Detection API's SSDLite configs: feature maps C4, C5 and four e
 depth `max(int(d * multiplier), min_depth)`); per feature map, separate box and class predictors of
 3x3 depthwise + BN + ReLU6 then a 1x1 conv with bias (class bias initialised to -4.6). Predictions of
 all maps are reshaped with static shapes to [B, anchors, 4] and [B, anchors, classes + 1] and
-concatenated, which keeps every tensor rank <= 3 for the EdgeTPU.
+concatenated, which keeps every tensor rank <= 3 for the EdgeTPU. The concatenation takes at most
+`MAX_CONCAT_INPUTS` tensors at a time (more maps are joined in two steps, which gives the same tensor):
+TFLite's XNNPACK delegate runs CONCATENATION with 2 to 5 inputs only and leaves a larger one to the
+interpreter, splitting the graph into two delegate partitions.
 """
 from typing import List, Sequence
 
@@ -14,6 +17,7 @@ from mobiledets_tf.layers import defaults
 
 EXTRA_LAYER_DEPTHS = (512, 256, 256, 128)
 CLASS_BIAS_INIT = -4.6
+MAX_CONCAT_INPUTS = 5
 
 
 def _bn_relu6(x, name: str):
@@ -74,6 +78,19 @@ def wire_box_predictor(feature_maps: Sequence, anchors_per_location: Sequence[in
             x = _conv(k * size, f"{name}_conv", use_bias=True, bias_init=bias)(x)
             outputs.append(keras.layers.Reshape((height * width * k, size), name=f"{name}_reshape")(x))
     # float32 outputs under mixed precision: losses and the postprocess work in float32.
-    box_encodings = keras.layers.Concatenate(axis=1, dtype="float32", name="box_encodings")(boxes)
-    class_logits = keras.layers.Concatenate(axis=1, dtype="float32", name="class_logits")(classes)
-    return box_encodings, class_logits
+    return concatenate_anchors(boxes, "box_encodings"), concatenate_anchors(classes, "class_logits")
+
+
+def concatenate_anchors(tensors: Sequence, name: str):
+    """Concatenates [B, A_i, C] tensors along the anchors, at most MAX_CONCAT_INPUTS at a time.
+
+    float32 under mixed precision: losses and the postprocess work in float32."""
+    parts = list(tensors)
+    step = 0
+    while len(parts) > MAX_CONCAT_INPUTS:
+        step += 1
+        groups = [parts[i:i + MAX_CONCAT_INPUTS] for i in range(0, len(parts), MAX_CONCAT_INPUTS)]
+        parts = [group[0] if len(group) == 1 else keras.layers.Concatenate(
+                     axis=1, dtype="float32", name=f"{name}_step{step}_{j}")(group)
+                 for j, group in enumerate(groups)]
+    return keras.layers.Concatenate(axis=1, dtype="float32", name=name)(parts)

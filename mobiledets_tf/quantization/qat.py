@@ -1,7 +1,9 @@
 """Wraps a flat Functional detector for quantization-aware training with tfmot's default 8-bit scheme.
 
 Builtin layers get tfmot's own configs (per-channel conv weights, Conv/BN/ReLU folding patterns); the
-package's custom layers get theirs from `configs.py`. The trained weights are kept.
+package's custom layers get theirs from `configs.py`, and in the "decomposed" activation form (the
+default) are swapped for the QAT layers there, which fake-quantize the intermediate tensors of
+hard-swish and of the hard-sigmoid gate. The trained weights are kept.
 
 The input's quantization range is set to [-1, 1], the range of the normalised images, before any
 step: tfmot's input quantizer keeps the running min/max of everything it has seen starting from 0, so
@@ -11,7 +13,8 @@ as the model metadata states (also for a model exported before it saw extreme pi
 import tensorflow_model_optimization as tfmot
 
 from mobiledets_tf.keras import keras
-from mobiledets_tf.quantization.configs import CUSTOM_LAYER_CONFIGS, custom_objects
+from mobiledets_tf.quantization.configs import (CUSTOM_LAYER_CONFIGS, QAT_ACTIVATION_FORMS, QAT_LAYERS,
+                                                custom_objects)
 
 _tfmot_keras = tfmot.quantization.keras
 
@@ -21,10 +24,17 @@ def quantize_scope():
     return _tfmot_keras.quantize_scope(custom_objects())
 
 
-def annotate(model: keras.Model) -> keras.Model:
-    """Marks every layer for quantization, giving custom layers their QuantizeConfig."""
+def annotate(model: keras.Model, activation_form: str = "decomposed") -> keras.Model:
+    """Marks every layer for quantization, giving custom layers their QuantizeConfig (and, in the
+    "decomposed" activation form, their QAT layer)."""
+    if activation_form not in QAT_ACTIVATION_FORMS:
+        raise ValueError(f"unknown QAT activation form {activation_form!r}; expected one of "
+                         f"{', '.join(QAT_ACTIVATION_FORMS)}")
 
     def annotate_layer(layer):
+        qat_layer = QAT_LAYERS.get(type(layer)) if activation_form == "decomposed" else None
+        if qat_layer is not None:
+            layer = qat_layer.from_config(layer.get_config())
         config_cls = CUSTOM_LAYER_CONFIGS.get(type(layer))
         if config_cls is not None:
             return _tfmot_keras.quantize_annotate_layer(layer, config_cls())
@@ -53,9 +63,9 @@ def set_input_range(qat_model: keras.Model, low: float, high: float) -> None:
         raise ValueError(f"found {found} input quantizers for {len(qat_model.inputs)} inputs")
 
 
-def quantize_model(model: keras.Model) -> keras.Model:
+def quantize_model(model: keras.Model, activation_form: str = "decomposed") -> keras.Model:
     """Returns the QAT (fake-quantized) version of a flat Functional model, weights preserved."""
     with quantize_scope():
-        qat_model = _tfmot_keras.quantize_apply(annotate(model))
+        qat_model = _tfmot_keras.quantize_apply(annotate(model, activation_form))
     set_input_range(qat_model, *INPUT_RANGE)
     return qat_model

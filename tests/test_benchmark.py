@@ -261,8 +261,10 @@ def test_local_rows_report_delegation_and_the_per_op_profile(exported, tmp_path)
     counts = collections.Counter(op.name for op in operators)
     xnnpack, reference = rows
     # XNNPACK takes everything but the uint8 input's QUANTIZE and the postprocess op, in one partition.
-    assert xnnpack.delegation == (f"{len(operators) - 2}/{len(operators)} nodes delegated in 1 partition(s); "
-                                  "outside: QUANTIZE x1, TFLite_Detection_PostProcess x1")
+    assert xnnpack.delegation == (
+        f"{len(operators) - 2}/{len(operators)} nodes delegated in 1 partition(s); outside: QUANTIZE x1 "
+        "(uint8 -> int8, which XNNPACK's QUANTIZE does not convert), TFLite_Detection_PostProcess x1 "
+        "(custom operator: no XNNPACK kernel)")
     assert reference.delegation == f"0/{len(operators)} nodes delegated in 0 partition(s); outside: " + ", ".join(
         f"{name} x{count}" for name, count in sorted(counts.items()))
     for row in rows:
@@ -278,3 +280,24 @@ def test_local_rows_report_delegation_and_the_per_op_profile(exported, tmp_path)
     assert saved[0]["op_profile"]["rows"][0]["op"] == OpProfile.from_dict(rows[0].op_profile).rows[0].op
     with open(out / "ops.csv") as f:
         assert "op_profile" not in next(csv.reader(f))
+
+
+def test_outside_reasons_name_the_xnnpack_rule_an_operator_breaks():
+    from mobiledets_tf.benchmark.delegation import outside_reason
+
+    def tensor(index, dtype, scale=None):
+        return {"index": index, "dtype": dtype,
+                "quantization_parameters": {"scales": np.array([scale] if scale else [], np.float32)}}
+
+    tensors = {0: tensor(0, np.int8, 6.04), 1: tensor(1, np.int8, 0.0118), 2: tensor(2, np.int8, 6 / 255),
+               3: tensor(3, np.uint8, 2 / 255), 4: tensor(4, np.int8, 2 / 255), 5: tensor(5, np.float32)}
+    add = {"op_name": "ADD", "inputs": np.array([0, 1]), "outputs": np.array([2])}
+    assert "scale ratio 256.7 outside XNNPACK's [1/1024, 256)" in outside_reason(add, tensors)
+    tensors[0] = tensor(0, np.int8, 5.9)   # a ratio of 250.75 is one XNNPACK takes
+    assert outside_reason(add, tensors) is None
+    quantize = {"op_name": "QUANTIZE", "inputs": np.array([3]), "outputs": np.array([4])}
+    assert outside_reason(quantize, tensors).startswith("uint8 -> int8")
+    concat = {"op_name": "CONCATENATION", "inputs": np.array([5] * 6), "outputs": np.array([5])}
+    assert outside_reason(concat, tensors) == "6 inputs: XNNPACK concatenates 2 to 5"
+    custom = {"op_name": "TFLite_Detection_PostProcess", "inputs": np.array([5]), "outputs": np.array([5])}
+    assert outside_reason(custom, tensors) == "custom operator: no XNNPACK kernel"

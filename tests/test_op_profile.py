@@ -32,7 +32,6 @@ and the adb backend's op_profile option through the stand-in adb of tests/test_b
 # cdf and the profile's Timings follow from them. OLD_FORMAT below is written the same way in the older layout
 # ([start] column, width 24, no "INFO: " prefix, one fused TfLiteXNNPackDelegate node).
 import json
-import json
 import os
 
 import pytest
@@ -42,7 +41,7 @@ from mobiledets_tf.benchmark.benchmark_model_output import BenchmarkModelError, 
 from mobiledets_tf.benchmark.op_profile import (ADB_METHOD, OpProfile, OpTypeRow, aggregate, format_op_profile,
                                                 parse_op_profile)
 from mobiledets_tf.benchmark.targets import parse_target
-from test_benchmark_adb import CPU_MODEL, DEVICES, S10, S10_RULES, FakeAdb, run_rule
+from test_benchmark_adb import CPU_MODEL, DEVICES, S10, S10_RULES, adb, run_rule  # noqa: F401  (adb: the fixture)
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 SAMPLE = os.path.join(TESTS_DIR, "data", "benchmark_model_op_profiling.txt")
@@ -207,14 +206,6 @@ def test_format_op_profile():
 
 
 # --- the adb backend with op_profile=True -----------------------------------------------------------------
-
-@pytest.fixture
-def adb(tmp_path, monkeypatch):
-    fake = FakeAdb(tmp_path)
-    monkeypatch.setenv("ADB_STANDIN_LOG", str(fake.log))
-    monkeypatch.setenv("ADB_STANDIN_SCENARIO", str(fake.scenario))
-    return fake
-
 
 def local_files(directory):
     """A local benchmark_model binary and model (their content never reaches a device here)."""

@@ -7,10 +7,19 @@ outputs the tensors it hands back. The operators of a partition are therefore fo
 from its outputs through their producers until one of its inputs is reached: that is how
 `delegation_report` tells, for each operator, whether it runs inside the delegate, without relying on
 log lines the Python runtime does not print.
+
+For the operators left outside, `outside_reasons` names the XNNPACK rule they break where one is
+known (read from XNNPACK's TFLite delegate, `tensorflow/lite/delegates/xnnpack/xnnpack_delegate.cc`):
+int8 ADD requantizes each input only for an input/output scale ratio in [1/1024, 256) and int8 MUL
+for a product of input scales over the output scale in [1/65536, 256); QUANTIZE does not convert a
+uint8 tensor to int8; CONCATENATION takes 2 to 5 inputs; HARD_SWISH runs in float only; custom
+operators (the SSD postprocess op) have no XNNPACK kernel.
 """
 import collections
 import dataclasses
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
 
 DELEGATE_NODE = "DELEGATE"
 
@@ -21,10 +30,12 @@ class DelegationReport:
     delegated: int                        # of those, run inside a delegate partition
     partitions: int                       # DELEGATE nodes
     outside: Dict[str, int]               # op type -> operators left to the interpreter's own kernels
+    reasons: Dict[str, str] = dataclasses.field(default_factory=dict)   # op type -> why, where known
     method: str = "interpreter node list after delegation (DELEGATE nodes and their operators)"
 
     def summary(self) -> str:
-        left = ", ".join(f"{name} x{count}" for name, count in sorted(self.outside.items()))
+        left = ", ".join(f"{name} x{count}" + (f" ({self.reasons[name]})" if name in self.reasons else "")
+                         for name, count in sorted(self.outside.items()))
         return (f"{self.delegated}/{self.nodes} nodes delegated in {self.partitions} partition(s)"
                 + (f"; outside: {left}" if left else ""))
 
@@ -54,12 +65,49 @@ def delegated_operators(ops: Sequence[dict]) -> List[List[int]]:
     return partitions
 
 
+def _scale(tensor: dict) -> Optional[float]:
+    scales = tensor["quantization_parameters"]["scales"]
+    return float(scales[0]) if tensor["dtype"] in (np.int8, np.uint8) and len(scales) == 1 else None
+
+
+def outside_reason(op: dict, tensors: Dict[int, dict]) -> Optional[str]:
+    """Which known XNNPACK rule an operator left outside breaks (see the module docstring), or None."""
+    name = op["op_name"]
+    inputs = [tensors[int(i)] for i in op["inputs"] if i >= 0]
+    outputs = [tensors[int(i)] for i in op["outputs"]]
+    scales = [_scale(t) for t in inputs + outputs]
+    if name == "QUANTIZE" and inputs[0]["dtype"] == np.uint8 and outputs[0]["dtype"] == np.int8:
+        return "uint8 -> int8, which XNNPACK's QUANTIZE does not convert"
+    if name in ("ADD", "MUL") and len(inputs) == 2 and None not in scales:
+        (a, b, out) = scales
+        ratios = [a / out, b / out] if name == "ADD" else [a * b / out]
+        low, high = (1 / 1024, 256) if name == "ADD" else (1 / 65536, 256)
+        bad = [r for r in ratios if not low <= r < high]
+        if bad:
+            return (f"int8 {name} scale ratio {bad[0]:.4g} outside XNNPACK's [1/{round(1 / low)}, {high}): "
+                    "an input range far wider than the output's")
+    if name == "CONCATENATION" and not 2 <= len(inputs) <= 5:
+        return f"{len(inputs)} inputs: XNNPACK concatenates 2 to 5"
+    if name == "HARD_SWISH" and inputs[0]["dtype"] != np.float32:
+        return "int8: XNNPACK runs HARD_SWISH in float only"
+    if not name.isupper():
+        return "custom operator: no XNNPACK kernel"
+    return None
+
+
 def delegation_report(interpreter) -> DelegationReport:
     """The report of an allocated ai-edge-litert `Interpreter` (see the module docstring)."""
     ops = interpreter._get_ops_details()
     original = [op for op in ops if op["op_name"] != DELEGATE_NODE]
     partitions = delegated_operators(ops)
     inside = set().union(*partitions) if partitions else set()
-    outside = collections.Counter(op["op_name"] for op in original if op["index"] not in inside)
+    left = [op for op in original if op["index"] not in inside]
+    delegating = bool(partitions)
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()} if delegating else {}
+    reasons = {}
+    for op in left:
+        reason = outside_reason(op, tensors) if delegating else None
+        if reason and op["op_name"] not in reasons:
+            reasons[op["op_name"]] = reason
     return DelegationReport(nodes=len(original), delegated=len(inside), partitions=len(partitions),
-                            outside=dict(outside))
+                            outside=dict(collections.Counter(op["op_name"] for op in left)), reasons=reasons)

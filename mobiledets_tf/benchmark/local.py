@@ -33,6 +33,18 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def vector_extensions() -> str:
+    """The SIMD extensions this CPU reports (/proc/cpuinfo) that matter for int8 and float kernels."""
+    wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags_line = next(line for line in f if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "unknown"
+    present = set(flags_line.split(":", 1)[1].split())
+    return ", ".join(name for name in wanted if name in present) or "none of " + ", ".join(wanted)
+
+
 def local_device_label(cpus: Optional[Sequence[int]] = None) -> str:
     pinned = f", pinned to CPU {','.join(map(str, cpus))}" if cpus else ""
     return f"{cpu_name()} ({os.cpu_count()} CPUs{pinned})"

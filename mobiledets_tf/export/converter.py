@@ -55,8 +55,13 @@ def variables_only(module: DetectionExportModule) -> tf.Module:
     Handing the converter the Keras model itself makes it save (and trace a function for) every
     layer first, which takes most of the conversion time.
     """
+    return holding_variables(module.model.variables)
+
+
+def holding_variables(variables) -> tf.Module:
+    """A trackable holding just `variables` (see `variables_only`)."""
     holder = tf.Module()
-    holder.model_variables = list(module.model.variables)
+    holder.model_variables = list(variables)
     return holder
 
 
@@ -74,25 +79,34 @@ def _representative_dataset(images: Iterable[np.ndarray], input_size: int) -> Ca
     return generate
 
 
-def converter_for(module: DetectionExportModule, precision: str,
-                  representative_images: Optional[List[np.ndarray]] = None,
-                  postprocess: bool = True, hard_swish_form: Optional[str] = None) -> tf.lite.TFLiteConverter:
-    """A converter configured for `precision` (see the module docstring), of `module.tflite_detect`
-    or, without `postprocess`, of `module.tflite_raw`, traced with hard-swish in `hard_swish_form`."""
+def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    form = resolve_hard_swish_form(precision, hard_swish_form)
-    function = module.tflite_detect if postprocess else module.tflite_raw
-    with traced_in_form(form):
-        concrete = function.get_concrete_function()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], variables_only(module))
+    return precision
+
+
+def trace_in_form(function: tf.types.experimental.GenericFunction, precision: str,
+                  hard_swish_form: Optional[str] = None) -> tf.types.experimental.ConcreteFunction:
+    """The concrete function of `function` (a `tf.function` with an input signature), traced with
+    hard-swish in `hard_swish_form` (default: the precision's, see `resolve_hard_swish_form`)."""
+    with traced_in_form(resolve_hard_swish_form(precision, hard_swish_form)):
+        return function.get_concrete_function()
+
+
+def converter_for_function(concrete: tf.types.experimental.ConcreteFunction, trackable: tf.Module,
+                           precision: str, representative_images: Optional[List[np.ndarray]] = None
+                           ) -> tf.lite.TFLiteConverter:
+    """A converter of `concrete` (one float32 input [1, S, S, 3] in [-1, 1]; `trackable` holds its
+    variables) configured for `precision` as the module docstring says."""
+    check_precision(precision)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], trackable)
     if precision == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
     elif precision == "int8":
         if not representative_images:
             raise ValueError("int8 post-training quantization needs representative images")
-        size = function.input_signature[0].shape[1]
+        size = concrete.structured_input_signature[0][0].shape[1]
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = _representative_dataset(representative_images, size)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -103,14 +117,38 @@ def converter_for(module: DetectionExportModule, precision: str,
     return converter
 
 
-def convert(module: DetectionExportModule, precision: str,
-            representative_images: Optional[List[np.ndarray]] = None, postprocess: bool = True,
-            hard_swish_form: Optional[str] = None) -> bytes:
-    """The .tflite flatbuffer of `module.tflite_detect` (`module.tflite_raw`) at `precision`."""
-    converter = converter_for(module, precision, representative_images, postprocess, hard_swish_form)
+def converter_for(module: DetectionExportModule, precision: str,
+                  representative_images: Optional[List[np.ndarray]] = None,
+                  postprocess: bool = True, hard_swish_form: Optional[str] = None) -> tf.lite.TFLiteConverter:
+    """A converter configured for `precision` (see the module docstring), of `module.tflite_detect`
+    or, without `postprocess`, of `module.tflite_raw`, traced with hard-swish in `hard_swish_form`."""
+    check_precision(precision)
+    function = module.tflite_detect if postprocess else module.tflite_raw
+    concrete = trace_in_form(function, precision, hard_swish_form)
+    return converter_for_function(concrete, variables_only(module), precision, representative_images)
+
+
+def run_converter(converter: tf.lite.TFLiteConverter, precision: str) -> bytes:
+    """`converter.convert()`, its failures raised as `ConversionError`."""
     try:
         return converter.convert()
     except Exception as e:  # the converter raises several unrelated types (ConverterError, ValueError...)
         message = str(e).strip().splitlines()
         raise ConversionError(f"TFLite conversion to {precision} failed: "
                               f"{message[0] if message else type(e).__name__}") from e
+
+
+def convert(module: DetectionExportModule, precision: str,
+            representative_images: Optional[List[np.ndarray]] = None, postprocess: bool = True,
+            hard_swish_form: Optional[str] = None) -> bytes:
+    """The .tflite flatbuffer of `module.tflite_detect` (`module.tflite_raw`) at `precision`."""
+    converter = converter_for(module, precision, representative_images, postprocess, hard_swish_form)
+    return run_converter(converter, precision)
+
+
+def convert_function(concrete: tf.types.experimental.ConcreteFunction, trackable: tf.Module, precision: str,
+                     representative_images: Optional[List[np.ndarray]] = None) -> bytes:
+    """The .tflite flatbuffer of any image model's `concrete` function at `precision`, with this
+    package's settings (trace it with `trace_in_form` to get the package's hard-swish form)."""
+    converter = converter_for_function(concrete, trackable, precision, representative_images)
+    return run_converter(converter, precision)

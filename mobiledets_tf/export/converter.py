@@ -3,7 +3,8 @@
 - float32: the default converter.
 - float16: float16 weights (`supported_types=[float16]`), float computation on CPUs.
 - int8: post-training full-integer quantization calibrated on a representative dataset
-  (`TFLITE_BUILTINS_INT8`), uint8 input. One ramp image spanning [-1, 1] joins the calibration
+  (`TFLITE_BUILTINS_INT8`), uint8 input, with each tensor's range as observed on those images
+  (`mobiledets_tf.export.calibration` works around the stock calibrator's in-place bug). One ramp image spanning [-1, 1] joins the calibration
   images so that the input scale is exactly 2/255: a uint8 pixel p then means (p - 127.5) / 127.5,
   as the model metadata states.
 - int8_qat: a quantization-aware-trained model, whose ranges come from its fake-quant layers
@@ -18,11 +19,13 @@ The detection outputs stay float32: the postprocess op only takes float or uint8
 converter puts DEQUANTIZE ops in front of it; without the postprocess op (`postprocess=False`) the raw
 box encodings and class logits are the float32 outputs.
 """
+import contextlib
 from typing import Callable, Iterable, Iterator, List, Optional
 
 import numpy as np
 import tensorflow as tf
 
+from mobiledets_tf.export.calibration import calibrated_without_shared_buffers
 from mobiledets_tf.export.inference_graph import DetectionExportModule
 from mobiledets_tf.layers.activations import check_hard_swish_form, hard_swish_form as traced_in_form
 
@@ -130,8 +133,10 @@ def converter_for(module: DetectionExportModule, precision: str,
 
 def run_converter(converter: tf.lite.TFLiteConverter, precision: str) -> bytes:
     """`converter.convert()`, its failures raised as `ConversionError`."""
+    calibration = calibrated_without_shared_buffers() if precision == "int8" else contextlib.nullcontext()
     try:
-        return converter.convert()
+        with calibration:
+            return converter.convert()
     except Exception as e:  # the converter raises several unrelated types (ConverterError, ValueError...)
         message = str(e).strip().splitlines()
         raise ConversionError(f"TFLite conversion to {precision} failed: "

@@ -81,6 +81,9 @@ class TrainConfig(base_config.Config):
                                          # class head of another class count starts fresh
     init_map_classes: bool = False       # keep the class-head columns of the classes the init
                                          # checkpoint's label map names too (by name, any case)
+    qat_range_batches: int = 4           # QAT from float weights: training batches that set the
+                                         # activation ranges before the first step (0: tfmot's
+                                         # [-6, 6] start, moved by a 0.999 moving average)
     ema_decay: float = 0.0               # > 0: keep a moving average of the weights (e.g. 0.999);
                                          # evaluation and export then use the averaged weights
     seed: int = 0                        # input order, augmentation and initial weights
@@ -138,7 +141,7 @@ _POSITIVE = ("model.input_size", "model.num_classes", "model.depth_multiplier", 
              "train.steps", "train.checkpoint_every", "train.log_every", "eval.batch_size",
              "data.max_boxes", "data.builtin.num_train", "data.builtin.num_val",
              "search.validation_batch_multiple", "search.rl_boost", "search.baseline_momentum")
-_NON_NEGATIVE = ("search.quality_max_detections",)
+_NON_NEGATIVE = ("search.quality_max_detections", "train.qat_range_batches")
 _FRACTION = ("model.match_threshold",)
 
 

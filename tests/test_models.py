@@ -169,6 +169,14 @@ def test_tfmot_quantizes_every_detector(arch):
             assert set(qat_layer.intermediates.ranges) == expected
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.Add, keras.layers.ReLU)):
             assert layer.name in wrapped, f"{layer.name} is not quantized"
+    # tfmot rebuilds the graph; every layer still reads its inputs in the float model's order (a
+    # nested Concatenate once came back with its inputs swapped, permuting the anchors).
+    for layer in detector.model.layers:
+        inputs = layer.input if isinstance(layer.input, list) else [layer.input]
+        if len(inputs) > 1:
+            qat_inputs = qat.get_layer(wrapped[layer.name].name if layer.name in wrapped else layer.name).input
+            assert [t.name.split("/")[0].replace("quant_", "") for t in qat_inputs] == \
+                [t.name.split("/")[0] for t in inputs], layer.name
     images = detector.preprocess(_batch(detector, 1)[0])
     boxes, logits = qat(images, training=False)
     assert logits.shape == (1, len(detector.anchors), 4)

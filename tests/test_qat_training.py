@@ -40,10 +40,18 @@ def test_qat_fine_tunes_a_float_checkpoint_and_resumes(float_run, tmp_path):
     names = _variable_names(qat_dir)
     # Fake-quant ranges are part of the QAT checkpoint.
     assert any("min" in n and "quantize" in n for n in names), sorted(names)[:20]
+    # Activation ranges started from the data, not from tfmot's [-6, 6] (3 steps of a 0.999 moving
+    # average would leave every minimum near -6).
+    assert "QAT: calibrated" in run.stderr
+    reader = tf.train.load_checkpoint(str(qat_dir))
+    minima = [float(reader.get_tensor(n)) for n in names
+              if "/output_min/" in n or "/post_activation_min/" in n]
+    assert minima and not any(abs(m + 6) < 0.05 for m in minima), minima
 
     resumed = run_binary("train", f"--config={config}", f"--model_dir={qat_dir}", "--quantization=qat",
                          f"--init_checkpoint={float_dir}", "--override=train.steps=6")
     assert "Resumed from" in resumed.stderr and _latest_step(qat_dir) == 6
+    assert "QAT: calibrated" not in resumed.stderr   # a resumed run keeps its trained ranges
 
     evaluation = run_binary("eval", f"--model_dir={qat_dir}")
     assert "AP50" in evaluation.stdout and os.path.exists(qat_dir / "eval" / "metrics.json")

@@ -12,6 +12,8 @@ interpreter, splitting the graph into two delegate partitions.
 """
 from typing import List, Sequence
 
+import tensorflow as tf
+
 from mobiledets_tf.keras import keras
 from mobiledets_tf.layers import defaults
 
@@ -81,16 +83,21 @@ def wire_box_predictor(feature_maps: Sequence, anchors_per_location: Sequence[in
     return concatenate_anchors(boxes, "box_encodings"), concatenate_anchors(classes, "class_logits")
 
 
+class AnchorConcatenate(keras.layers.Concatenate):
+    """Concatenation that joins at most `MAX_CONCAT_INPUTS` tensors per concat op (more are joined in
+    steps, which gives the same tensor). One Keras layer, so that tfmot's QAT transforms, which
+    rebuild the graph around each Concatenate layer, cannot reorder the inputs of a nested one."""
+
+    def _merge_function(self, inputs):
+        parts = list(inputs)
+        while len(parts) > MAX_CONCAT_INPUTS:
+            groups = [parts[i:i + MAX_CONCAT_INPUTS] for i in range(0, len(parts), MAX_CONCAT_INPUTS)]
+            parts = [group[0] if len(group) == 1 else tf.concat(group, axis=self.axis) for group in groups]
+        return tf.concat(parts, axis=self.axis)
+
+
 def concatenate_anchors(tensors: Sequence, name: str):
-    """Concatenates [B, A_i, C] tensors along the anchors, at most MAX_CONCAT_INPUTS at a time.
+    """Concatenates [B, A_i, C] tensors along the anchors (`AnchorConcatenate`).
 
     float32 under mixed precision: losses and the postprocess work in float32."""
-    parts = list(tensors)
-    step = 0
-    while len(parts) > MAX_CONCAT_INPUTS:
-        step += 1
-        groups = [parts[i:i + MAX_CONCAT_INPUTS] for i in range(0, len(parts), MAX_CONCAT_INPUTS)]
-        parts = [group[0] if len(group) == 1 else keras.layers.Concatenate(
-                     axis=1, dtype="float32", name=f"{name}_step{step}_{j}")(group)
-                 for j, group in enumerate(groups)]
-    return keras.layers.Concatenate(axis=1, dtype="float32", name=name)(parts)
+    return AnchorConcatenate(axis=1, dtype="float32", name=name)(list(tensors))

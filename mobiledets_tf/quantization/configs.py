@@ -13,9 +13,15 @@ hard-sigmoid gate's inner ops stay float.
 """
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_registry import (
+    Default8BitConvQuantizeConfig, Default8BitQuantizeRegistry)
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_scheme import (
+    Default8BitQuantizeScheme)
 
+from mobiledets_tf.keras import keras
 from mobiledets_tf.layers.activations import HardSwish, hard_swish
 from mobiledets_tf.layers.squeeze_excite import SqueezeExciteGate
+from mobiledets_tf.models.ssdlite_head import AnchorConcatenate
 
 quantizers = tfmot.quantization.keras.quantizers
 QAT_ACTIVATION_FORMS = ("decomposed", "fused")
@@ -52,7 +58,7 @@ class IntermediateFakeQuant:
     """Fake-quantization of named intermediate tensors of a weightless layer, with range variables
     `{name}_min` / `{name}_max` owned by that layer."""
 
-    def __init__(self, layer: tf.keras.layers.Layer, names):
+    def __init__(self, layer: keras.layers.Layer, names):
         self.quantizer = activation_quantizer()
         self.ranges = {name: self.quantizer.build(None, name, layer) for name in names}
 
@@ -92,8 +98,68 @@ class QATSqueezeExciteGate(SqueezeExciteGate):
         return self.gated(inputs, self.intermediates.hook(training))
 
 
+class DepthwiseKernelQuantizer(quantizers.LastValueQuantizer):
+    """Per-channel 8-bit symmetric ranges of a depthwise kernel [h, w, C, m], one per output channel
+    (C * m), as TFLite quantizes it.
+
+    tfmot's conv weight quantizer keeps one range per entry of the kernel's last axis, which for a
+    depthwise kernel is the depth multiplier m (1 here), so tfmot quantizes every depthwise kernel
+    per tensor. The int8 file quantizes the BN-folded kernel per channel; BN scales differ widely
+    between channels, so per-tensor ranges of the unfolded kernel zero whole channels the int8 file
+    keeps (in MobileDet-CPU they put a quarter of the float activations' size into the error). Per
+    channel, the unfolded and the folded kernel quantize alike (a channel's scale cancels). The
+    kernel is viewed as [h, w, 1, C * m] for tfmot's per-channel fake quantization, as tfmot's
+    Conv2DTranspose quantizer transposes its kernel.
+    """
+
+    def __init__(self):
+        super().__init__(num_bits=8, per_axis=True, symmetric=True, narrow_range=True)
+
+    def build(self, tensor_shape, name, layer):
+        channels = int(tensor_shape[-2]) * int(tensor_shape[-1])
+        return {"min_var": layer.add_weight(name + "_min", shape=(channels,), trainable=False,
+                                            initializer=keras.initializers.Constant(-6.0)),
+                "max_var": layer.add_weight(name + "_max", shape=(channels,), trainable=False,
+                                            initializer=keras.initializers.Constant(6.0))}
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        shape = tf.shape(inputs)
+        per_channel = tf.reshape(inputs, tf.concat([shape[:2], [1, shape[2] * shape[3]]], 0))
+        quantized = super().__call__(per_channel, training, weights, **kwargs)
+        return tf.reshape(quantized, shape)
+
+    def get_config(self):
+        return {}
+
+
+class DepthwiseConvQuantizeConfig(Default8BitConvQuantizeConfig):
+    """tfmot's DepthwiseConv2D config with the kernel quantized per channel (`DepthwiseKernelQuantizer`)."""
+
+    def __init__(self, weight_attrs=("depthwise_kernel",), activation_attrs=("activation",),
+                 quantize_output=False):
+        super().__init__(list(weight_attrs), list(activation_attrs), quantize_output)
+        self.weight_quantizer = DepthwiseKernelQuantizer()
+
+
+class QuantizeRegistry(Default8BitQuantizeRegistry):
+    """tfmot's default 8-bit registry, but for depthwise convolutions (`DepthwiseConvQuantizeConfig`)."""
+
+    def get_quantize_config(self, layer):
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            return DepthwiseConvQuantizeConfig()
+        return super().get_quantize_config(layer)
+
+
+class QuantizeScheme(Default8BitQuantizeScheme):
+    """tfmot's default 8-bit scheme with `QuantizeRegistry`."""
+
+    def get_quantize_registry(self):
+        return QuantizeRegistry()
+
+
 QAT_LAYERS = {HardSwish: QATHardSwish, SqueezeExciteGate: QATSqueezeExciteGate}
 CUSTOM_LAYER_CONFIGS = {HardSwish: OutputQuantizeConfig, SqueezeExciteGate: OutputQuantizeConfig,
+                        AnchorConcatenate: OutputQuantizeConfig,
                         QATHardSwish: OutputQuantizeConfig, QATSqueezeExciteGate: OutputQuantizeConfig}
 
 
@@ -101,4 +167,5 @@ def custom_objects():
     """Everything `quantize_scope` needs to deserialize a QAT model of this package."""
     objects = {cls.__name__: cls for cls in CUSTOM_LAYER_CONFIGS}
     objects.update({cfg.__name__: cfg for cfg in CUSTOM_LAYER_CONFIGS.values()})
+    objects.update({cls.__name__: cls for cls in (DepthwiseConvQuantizeConfig, DepthwiseKernelQuantizer)})
     return objects

@@ -1,6 +1,7 @@
 """Wraps a flat Functional detector for quantization-aware training with tfmot's default 8-bit scheme.
 
-Builtin layers get tfmot's own configs (per-channel conv weights, Conv/BN/ReLU folding patterns); the
+Builtin layers get tfmot's own configs (per-channel conv weights, Conv/BN/ReLU folding patterns),
+except depthwise convolutions, whose kernels `configs.QuantizeScheme` quantizes per channel; the
 package's custom layers get theirs from `configs.py`, and in the "decomposed" activation form (the
 default) are swapped for the QAT layers there, which fake-quantize the intermediate tensors of
 hard-swish and of the hard-sigmoid gate. The trained weights are kept.
@@ -14,7 +15,7 @@ import tensorflow_model_optimization as tfmot
 
 from mobiledets_tf.keras import keras
 from mobiledets_tf.quantization.configs import (CUSTOM_LAYER_CONFIGS, QAT_ACTIVATION_FORMS, QAT_LAYERS,
-                                                custom_objects)
+                                                QuantizeScheme, custom_objects)
 
 _tfmot_keras = tfmot.quantization.keras
 
@@ -66,6 +67,6 @@ def set_input_range(qat_model: keras.Model, low: float, high: float) -> None:
 def quantize_model(model: keras.Model, activation_form: str = "decomposed") -> keras.Model:
     """Returns the QAT (fake-quantized) version of a flat Functional model, weights preserved."""
     with quantize_scope():
-        qat_model = _tfmot_keras.quantize_apply(annotate(model, activation_form))
+        qat_model = _tfmot_keras.quantize_apply(annotate(model, activation_form), scheme=QuantizeScheme())
     set_input_range(qat_model, *INPUT_RANGE)
     return qat_model

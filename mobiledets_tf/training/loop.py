@@ -100,7 +100,8 @@ class TrainingLoop:
 
     def run(self) -> Dict[str, float]:
         train = self.task.config.train
-        self.restore()
+        if self.restore() is None and self.task.config.model.quantization == "qat" and train.qat_range_batches:
+            self.task.calibrate_qat_ranges()
         if self.step >= train.steps:
             if self._restored is not None:   # the optimizer slots are never built: not a partial restore
                 self._restored.expect_partial()

@@ -22,6 +22,7 @@ from mobiledets_tf.keras import keras
 from mobiledets_tf.layers.defaults import synchronized_batch_norm
 from mobiledets_tf.models.detector import SSDLiteDetector
 from mobiledets_tf.models.fine_tuning import class_slots_by_name
+from mobiledets_tf.quantization.range_calibration import calibrate_activation_ranges
 from mobiledets_tf.training.optimizer import build_optimizer, moving_average
 
 LOSS_KEYS = ("total_loss", "classification_loss", "localization_loss", "regularization_loss")
@@ -113,6 +114,10 @@ class DetectionTask:
         c = self.config
         batch = (input_context.get_per_replica_batch_size(c.train.batch_size) if input_context
                  else c.train.batch_size)
+        return self._train_dataset(batch, input_context)
+
+    def _train_dataset(self, batch: int, input_context: tf.distribute.InputContext = None) -> tf.data.Dataset:
+        c = self.config
         return pipeline.train_dataset(
             self.data.train_pattern, self.detector.anchors, c.model.num_classes, c.model.input_size,
             batch, seed=c.train.seed, max_boxes=c.data.max_boxes, ssd_crop=c.data.ssd_random_crop,
@@ -121,6 +126,15 @@ class DetectionTask:
 
     def distributed_train_dataset(self):
         return self.strategy.distribute_datasets_from_function(self.train_dataset_fn)
+
+    def calibrate_qat_ranges(self) -> int:
+        """Sets a fresh QAT model's activation ranges on `train.qat_range_batches` training batches of
+        one replica's size (`quantization/range_calibration.py`). Every worker reads the same batches
+        (the unsharded, seeded pipeline), so all of them set the same ranges."""
+        batch = max(self.config.train.batch_size // self.strategy.num_replicas_in_sync, 1)
+        batches = self._train_dataset(batch).take(self.config.train.qat_range_batches)
+        with self.strategy.scope():
+            return calibrate_activation_ranges(self.model, (images for images, _ in batches))
 
     # Loss and step -----------------------------------------------------------------------------
     def replica_losses(self, images, targets, training: bool = True, **call_args) -> Dict[str, tf.Tensor]:

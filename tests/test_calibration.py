@@ -1,0 +1,126 @@
+"""Ranges for int8: the post-training calibration that works around the stock calibrator's in-place
+bug (export/calibration.py), and the data-calibrated start of QAT activation ranges
+(quantization/range_calibration.py)."""
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.lite.python.optimize import calibrator as tflite_calibrator
+from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
+
+from mobiledets_tf.export.calibration import observed_ranges, recorded_ranges
+from mobiledets_tf.export.converter import convert_function, holding_variables, trace_in_form
+from mobiledets_tf.keras import keras
+from mobiledets_tf.layers import HardSwish
+from mobiledets_tf.models.detector import SSDLiteDetector
+from mobiledets_tf.quantization.range_calibration import calibrate_activation_ranges
+from mobiledets_tf.tflite_runtime import load_interpreter
+
+SIZE = 16
+
+
+def _conv_hard_swish_conv():
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((SIZE, SIZE, 3), batch_size=1)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv")(inputs)
+    x = HardSwish(name="act")(x)
+    return keras.Model(inputs, keras.layers.Conv2D(4, 1, name="head")(x))
+
+
+def _images(count=8):
+    rng = np.random.default_rng(0)
+    return [rng.uniform(-1, 1, (SIZE, SIZE, 3)).astype(np.float32) for _ in range(count)]
+
+
+def _op_tensors(model_bytes):
+    """(op name, [input quantization], [output quantization]) of every op of an int8 model."""
+    interpreter = load_interpreter(model_bytes, xnnpack=False)
+    details = {t["index"]: t for t in interpreter.get_tensor_details()}
+    quantization = lambda i: details[i]["quantization"]  # noqa: E731  (scale, zero point)
+    return [(op["op_name"], [quantization(i) for i in op["inputs"] if i >= 0],
+             [quantization(i) for i in op["outputs"]]) for op in interpreter._get_ops_details()]
+
+
+def test_int8_decomposed_hard_swish_gets_the_ranges_its_tensors_take():
+    model = _conv_hard_swish_conv()
+    function = tf.function(lambda x: model(x, training=False),
+                           input_signature=[tf.TensorSpec([1, SIZE, SIZE, 3], tf.float32)])
+    concrete = trace_in_form(function, "int8")   # the decomposed form: MUL, ADD+RELU6, MUL
+    ops = _op_tensors(convert_function(concrete, holding_variables(model.variables), "int8", _images()))
+    conv_scale, conv_zero = next(outputs[0] for name, _, outputs in ops if name == "CONV_2D")
+    by_constant = [(inputs, outputs) for name, inputs, outputs in ops
+                   if name == "MUL" and inputs[0][0] == pytest.approx(conv_scale)]
+    shifted = [outputs for name, _, outputs in ops if name == "ADD"]
+    assert len(by_constant) == 1 and len(shifted) == 1, ops
+    # x * 1/6 spans exactly a sixth of x's range, relu6(x + 3) spans [0, min(6, max x + 3)]. The
+    # stock calibrator gives x * 1/6 the hard-swish output's range, several times wider.
+    assert by_constant[0][1][0][0] == pytest.approx(conv_scale / 6, rel=2e-3)
+    x_max = (127 - conv_zero) * conv_scale
+    assert shifted[0][0][0] == pytest.approx(min(6.0, x_max + 3) / 255, rel=2e-2)
+
+
+def test_recalibrated_ranges_only_narrow_the_ranges_the_stock_calibrator_widened():
+    model = _conv_hard_swish_conv()
+    function = tf.function(lambda x: model(x, training=False),
+                           input_signature=[tf.TensorSpec([1, SIZE, SIZE, 3], tf.float32)])
+    concrete = trace_in_form(function, "int8")
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holding_variables(model.variables))
+    float_model = converter.convert()
+    samples = [[image[None]] for image in _images()]
+    stock = recorded_ranges(tflite_calibrator.Calibrator(float_model).calibrate(lambda: iter(samples)))
+    observed = observed_ranges(float_model, samples, sorted(stock))
+    assert set(observed) == set(stock)
+    widened = [i for i in stock if observed[i] != pytest.approx(stock[i], rel=1e-6, abs=1e-6)]
+    for index in stock:   # the stock range contains the true one: it is a union with an output's
+        assert stock[index][0] <= observed[index][0] + 1e-6 and observed[index][1] <= stock[index][1] + 1e-6
+    # One tensor is widened: the in-place MUL's single-consumer input, x * 1/6.
+    assert len(widened) == 1, (widened, stock, observed)
+    (index,) = widened
+    assert stock[index][1] - stock[index][0] > 3 * (observed[index][1] - observed[index][0])
+
+
+def _range_variables(model):
+    return {v.name.split(":")[0]: v for v in model.weights if v.name.endswith(("_min:0", "_max:0"))}
+
+
+def test_qat_activation_ranges_are_calibrated_on_data_and_fake_quantization_is_restored():
+    detector = SSDLiteDetector("mobiledet_cpu", num_classes=3, input_size=64, depth_multiplier=0.25,
+                               quantization="qat")
+    model = detector.model
+    images = tf.random.stateless_uniform([2, 64, 64, 3], seed=[0, 1], minval=-1, maxval=1)
+    before = {name: v.numpy().copy() for name, v in _range_variables(model).items()}
+    originals = (quant_ops.MovingAvgQuantize, quant_ops.LastValueQuantize, quant_ops.AllValuesQuantize)
+
+    count = calibrate_activation_ranges(model, [images])
+
+    assert (quant_ops.MovingAvgQuantize, quant_ops.LastValueQuantize, quant_ops.AllValuesQuantize) == originals
+    after = {name: v.numpy() for name, v in _range_variables(model).items()}
+    changed = [name for name in after if not np.array_equal(after[name], before[name])]
+    assert count > 100 and len(changed) >= count   # both ends of nearly every range moved off +-6
+    assert after["quantize_layer/quantize_layer_min"] == -1 and after["quantize_layer/quantize_layer_max"] == 1
+    # Weight ranges are the weights' own (symmetric, per output channel).
+    stem = model.get_layer("quant_backbone_b00_conv")
+    kernel = np.abs(stem.layer.kernel.numpy()).reshape(-1, stem.layer.kernel.shape[-1]).max(axis=0)
+    np.testing.assert_allclose(after["quant_backbone_b00_conv/kernel_max"], kernel, rtol=1e-6)
+    depthwise = model.get_layer("quant_backbone_b01_depthwise")
+    kernel = np.abs(depthwise.layer.depthwise_kernel.numpy()).max(axis=(0, 1)).ravel()
+    np.testing.assert_allclose(after["quant_backbone_b01_depthwise/depthwise_kernel_max"], kernel, rtol=1e-6)
+    # Float activations pass through unquantized while recording, so each hard-swish's x * 1/6
+    # range is exactly a sixth of the range of its input x (the BN output before it), and its gate
+    # relu6(x + 3) spans at most [0, 6].
+    stem_x = (after["quant_backbone_b00_bn/output_min"], after["quant_backbone_b00_bn/output_max"])
+    stem_scaled = (after["backbone_b00_act/scaled_min"], after["backbone_b00_act/scaled_max"])
+    np.testing.assert_allclose(np.array(stem_scaled) * 6, stem_x, rtol=1e-5)
+    assert 0 <= after["backbone_b00_act/gate_min"] <= after["backbone_b00_act/gate_max"] <= 6
+    # Fake quantization is back on: the outputs differ from the float model's, but not by much.
+    quantized = model(images, training=False)
+    float_outputs = detector.float_model(images, training=False)
+    for q, f in zip(tf.nest.flatten(quantized), tf.nest.flatten(float_outputs)):
+        difference = float(tf.reduce_max(tf.abs(q - f)))
+        assert 0 < difference < 0.5 * float(tf.reduce_max(tf.abs(f)))
+
+
+def test_qat_range_calibration_needs_batches():
+    detector = SSDLiteDetector("mobilenet_v2", num_classes=3, input_size=64, depth_multiplier=0.25,
+                               quantization="qat")
+    with pytest.raises(ValueError, match="no batches"):
+        calibrate_activation_ranges(detector.model, [])

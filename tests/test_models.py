@@ -12,6 +12,7 @@ from conftest import ALL_ARCHITECTURES, MOBILEDETS
 from mobiledets_tf.keras import keras
 from mobiledets_tf.layers import HardSwish, SqueezeExciteGate
 from mobiledets_tf.models.detector import SSDLiteDetector
+from mobiledets_tf.models.ssdlite_head import AnchorConcatenate
 from mobiledets_tf.stats import model_stats
 
 # Multiply-adds (B) and parameters (M, all variables) at 320x320, 90 classes (reference table).
@@ -139,7 +140,8 @@ def test_depth_multiplier_scales_backbone_and_extra_layers_with_min_depth():
 
 
 def test_flat_graph_of_builtin_layers_only():
-    allowed_custom = (HardSwish, SqueezeExciteGate)
+    # The three custom layers each carry a tfmot QuantizeConfig (quantization/configs.py).
+    allowed_custom = (HardSwish, SqueezeExciteGate, AnchorConcatenate)
     for arch in ("mobiledet_cpu", "mobilenet_v3_large"):
         model = SSDLiteDetector(arch, num_classes=3).model
         for layer in model.layers:

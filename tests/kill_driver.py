@@ -23,7 +23,7 @@ from absl import logging
 from mobiledets_tf import fileio
 from mobiledets_tf.config import load_config
 from mobiledets_tf.evaluation import best_checkpoint, continuous
-from mobiledets_tf.training.task import resolve_data
+from mobiledets_tf.data.sources import resolve_data
 
 
 def kill_on_nth_call(n: int):

@@ -33,7 +33,7 @@ def exported(tmp_path_factory, tiny_data_dir):
     from mobiledets_tf.export.exporter import export_detector
     from mobiledets_tf.models.detector import SSDLiteDetector
     from mobiledets_tf.stats import model_stats
-    from mobiledets_tf.training.task import resolve_data
+    from mobiledets_tf.data.sources import resolve_data
 
     builtin = ",".join(f"data.builtin.{k}={v}" for k, v in TINY_BUILTIN.items())
     config = load_config(None, ["model.arch=mobiledet_edgetpu,model.input_size=64,model.num_classes=6,"

@@ -142,7 +142,7 @@ def test_eval_every_evaluates_inside_the_training_run(config, tmp_path):
 def test_checkpoints_deleted_before_their_turn_are_entered_as_skipped(config, tmp_path):
     from mobiledets_tf.config import load_config
     from mobiledets_tf.evaluation.continuous import CheckpointEvaluator
-    from mobiledets_tf.training.task import resolve_data
+    from mobiledets_tf.data.sources import resolve_data
     model_dir = tmp_path / "run"
     cfg = load_config(config)
     evaluator = CheckpointEvaluator(cfg, str(model_dir), resolve_data(cfg))

@@ -25,7 +25,7 @@ from mobiledets_tf.export.tflite_model import read_tflite
 from mobiledets_tf.layers import HardSwish
 from mobiledets_tf.models.checkpoints import CheckpointError
 from mobiledets_tf.models.detector import SSDLiteDetector
-from mobiledets_tf.training.task import resolve_data
+from mobiledets_tf.data.sources import resolve_data
 
 HARD_SWISH_ARCHITECTURES = ("mobiledet_cpu", "mobilenet_v3_large")
 TAIL = ["DEQUANTIZE", "DEQUANTIZE", OP_NAME]

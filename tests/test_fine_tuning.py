@@ -11,7 +11,8 @@ from mobiledets_tf.config import load_config
 from mobiledets_tf.data.label_map import make_label_map
 from mobiledets_tf.models.detector import SSDLiteDetector
 from mobiledets_tf.tf1_zoo.checkpoint_import import import_tf1_checkpoint, save_imported
-from mobiledets_tf.training.task import DataSources, init_class_slots
+from mobiledets_tf.data.sources import DataSources
+from mobiledets_tf.training.task import init_class_slots
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(TF1_GPU_GROUP)]
 FINE_TUNE_MODEL = "{arch: mobiledet_gpu, input_size: 64, num_classes: 6}"

@@ -12,7 +12,7 @@ from conftest import ALL_ARCHITECTURES, MOBILEDETS
 from mobiledets_tf.keras import keras
 from mobiledets_tf.layers import HardSwish, SqueezeExciteGate
 from mobiledets_tf.models.detector import SSDLiteDetector
-from mobiledets_tf.models.ssdlite_head import AnchorConcatenate
+from mobiledets_tf.layers.concatenation import AnchorConcatenate
 from mobiledets_tf.stats import model_stats
 
 # Multiply-adds (B) and parameters (M, all variables) at 320x320, 90 classes (reference table).
@@ -269,7 +269,7 @@ def test_l2_weight_comes_from_the_model_config_and_zero_trains():
 
 def _fake_sources(config):
     from mobiledets_tf.data.label_map import Category
-    from mobiledets_tf.training.task import DataSources
+    from mobiledets_tf.data.sources import DataSources
     label_map = [Category(i, f"c{i}") for i in range(1, config.model.num_classes + 1)]
     return DataSources("", "", "", label_map, [c.name for c in label_map], config.model.num_classes)
 

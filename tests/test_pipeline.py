@@ -122,7 +122,8 @@ def test_missing_files_are_reported():
 def test_training_needs_a_train_pattern_but_evaluation_and_export_only_a_label_map(tmp_path):
     from mobiledets_tf.config import ConfigError, load_config
     from mobiledets_tf.data.label_map import write_label_map
-    from mobiledets_tf.training.task import DetectionTask, resolve_data
+    from mobiledets_tf.data.sources import resolve_data
+    from mobiledets_tf.training.task import DetectionTask
     label_map = str(tmp_path / "label_map.pbtxt")
     write_label_map([(1, "cat"), (2, "dog")], label_map)
     config = load_config(overrides=[f"data.dataset=tfrecord,data.label_map={label_map!r},"
@@ -134,7 +135,8 @@ def test_training_needs_a_train_pattern_but_evaluation_and_export_only_a_label_m
 
 def test_training_targets_use_the_configured_match_threshold(data):
     from mobiledets_tf.config import load_config
-    from mobiledets_tf.training.task import DataSources, DetectionTask
+    from mobiledets_tf.data.sources import DataSources
+    from mobiledets_tf.training.task import DetectionTask
 
     def first_targets(threshold):
         config = load_config(None, ["model.input_size=64,model.num_classes=6,model.depth_multiplier=0.25,"

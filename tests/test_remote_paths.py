@@ -54,7 +54,8 @@ def test_the_whole_chain_with_every_path_on_ram(tiny_data_dir, tmp_path, monkeyp
     from mobiledets_tf.export.exporter import export_detector
     from mobiledets_tf.search.latency_data import CollectionSettings, collect, read_dataset
     from mobiledets_tf.training.loop import TrainingLoop
-    from mobiledets_tf.training.task import DetectionTask, resolve_data
+    from mobiledets_tf.data.sources import resolve_data
+    from mobiledets_tf.training.task import DetectionTask
 
     monkeypatch.chdir(tmp_path)   # a `ram:` folder made by mistake would land here
     root = "ram://bucket"

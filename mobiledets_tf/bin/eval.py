@@ -37,7 +37,7 @@ from mobiledets_tf.evaluation.keras_eval import (evaluate_predict_fn, keras_pred
                                                  restore_detector)
 from mobiledets_tf.evaluation.tflite_eval import TFLiteModelError, tflite_predict_fn
 from mobiledets_tf.models.checkpoints import BEST_DIR, CheckpointError, checkpoint_location
-from mobiledets_tf.training.task import resolve_data
+from mobiledets_tf.data.sources import resolve_data
 
 common.define_config_flags()
 MODEL_DIR = flags.DEFINE_string("model_dir", None, "Training directory (config.yaml + checkpoints).")

@@ -32,7 +32,7 @@ from mobiledets_tf.export.converter import PRECISIONS, ConversionError
 from mobiledets_tf.export.exporter import export_detector
 from mobiledets_tf.export.postprocess_op import NmsSettings
 from mobiledets_tf.models.checkpoints import CheckpointError, checkpoint_location
-from mobiledets_tf.training.task import resolve_data
+from mobiledets_tf.data.sources import resolve_data
 
 common.define_config_flags()
 MODEL_DIR = flags.DEFINE_string("model_dir", None, "Training directory (config.yaml + checkpoints).")

@@ -40,7 +40,7 @@ from mobiledets_tf.evaluation.keras_eval import evaluate_predict_fn, keras_predi
 from mobiledets_tf.models.checkpoints import (BEST_DIR, CheckpointError, checkpoint_step, restore_weights,
                                               weights_of)
 from mobiledets_tf.models.detector import SSDLiteDetector
-from mobiledets_tf.training.task import DataSources
+from mobiledets_tf.data.sources import DataSources
 
 HISTORY_FILE = "eval_history.json"
 RUN_CONFIG_FILE = "config.yaml"

@@ -16,7 +16,7 @@ from mobiledets_tf.evaluation.coco_metrics import evaluate_dataset, save_metrics
 from mobiledets_tf.evaluation.visualize import save_detection_grid
 from mobiledets_tf.models.checkpoints import restore_weights
 from mobiledets_tf.models.detector import SSDLiteDetector
-from mobiledets_tf.training.task import DataSources
+from mobiledets_tf.data.sources import DataSources
 
 
 def restore_detector(config: ExperimentConfig, checkpoint: str) -> SSDLiteDetector:

@@ -46,7 +46,7 @@ from mobiledets_tf.export.tflite_model import read_tflite
 from mobiledets_tf.models.checkpoints import restore_weights
 from mobiledets_tf.models.detector import SSDLiteDetector
 from mobiledets_tf.stats import model_stats
-from mobiledets_tf.training.task import DataSources
+from mobiledets_tf.data.sources import DataSources
 
 FLOAT_PRECISIONS = ("float32", "float16", "int8")
 

@@ -6,20 +6,16 @@ depth `max(int(d * multiplier), min_depth)`); per feature map, separate box and 
 3x3 depthwise + BN + ReLU6 then a 1x1 conv with bias (class bias initialised to -4.6). Predictions of
 all maps are reshaped with static shapes to [B, anchors, 4] and [B, anchors, classes + 1] and
 concatenated, which keeps every tensor rank <= 3 for the EdgeTPU. The concatenation takes at most
-`MAX_CONCAT_INPUTS` tensors at a time (more maps are joined in two steps, which gives the same tensor):
-TFLite's XNNPACK delegate runs CONCATENATION with 2 to 5 inputs only and leaves a larger one to the
-interpreter, splitting the graph into two delegate partitions.
+5 tensors per op (`layers.concatenation`), so that the CPU delegate takes it.
 """
 from typing import List, Sequence
 
-import tensorflow as tf
-
 from mobiledets_tf.keras import keras
 from mobiledets_tf.layers import defaults
+from mobiledets_tf.layers.concatenation import AnchorConcatenate
 
 EXTRA_LAYER_DEPTHS = (512, 256, 256, 128)
 CLASS_BIAS_INIT = -4.6
-MAX_CONCAT_INPUTS = 5
 
 
 def _bn_relu6(x, name: str):
@@ -81,19 +77,6 @@ def wire_box_predictor(feature_maps: Sequence, anchors_per_location: Sequence[in
             outputs.append(keras.layers.Reshape((height * width * k, size), name=f"{name}_reshape")(x))
     # float32 outputs under mixed precision: losses and the postprocess work in float32.
     return concatenate_anchors(boxes, "box_encodings"), concatenate_anchors(classes, "class_logits")
-
-
-class AnchorConcatenate(keras.layers.Concatenate):
-    """Concatenation that joins at most `MAX_CONCAT_INPUTS` tensors per concat op (more are joined in
-    steps, which gives the same tensor). One Keras layer, so that tfmot's QAT transforms, which
-    rebuild the graph around each Concatenate layer, cannot reorder the inputs of a nested one."""
-
-    def _merge_function(self, inputs):
-        parts = list(inputs)
-        while len(parts) > MAX_CONCAT_INPUTS:
-            groups = [parts[i:i + MAX_CONCAT_INPUTS] for i in range(0, len(parts), MAX_CONCAT_INPUTS)]
-            parts = [group[0] if len(group) == 1 else tf.concat(group, axis=self.axis) for group in groups]
-        return tf.concat(parts, axis=self.axis)
 
 
 def concatenate_anchors(tensors: Sequence, name: str):

@@ -21,7 +21,7 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.d
 from mobiledets_tf.keras import keras
 from mobiledets_tf.layers.activations import HardSwish, hard_swish
 from mobiledets_tf.layers.squeeze_excite import SqueezeExciteGate
-from mobiledets_tf.models.ssdlite_head import AnchorConcatenate
+from mobiledets_tf.layers.concatenation import AnchorConcatenate
 
 quantizers = tfmot.quantization.keras.quantizers
 QAT_ACTIVATION_FORMS = ("decomposed", "fused")

@@ -13,10 +13,11 @@ import tensorflow as tf
 
 from mobiledets_tf.config import ConfigError, ExperimentConfig
 from mobiledets_tf.data import pipeline
+from mobiledets_tf.data.sources import DataSources
 from mobiledets_tf.detection import postprocess as postprocess_lib
 from mobiledets_tf.search.space import SearchSpace, load_space
 from mobiledets_tf.search.supernet import Supernet
-from mobiledets_tf.training.task import LOSS_KEYS, DataSources, DetectionTask
+from mobiledets_tf.training.task import LOSS_KEYS, DetectionTask
 
 
 def search_space_of(config: ExperimentConfig) -> SearchSpace:

@@ -5,7 +5,6 @@ strategy and hands it to the training loop. Losses are normalised by the number 
 of the *global* batch (summed across replicas) and the regularisation loss is split across replicas,
 so the summed replica gradients equal the gradients of one device on the same global batch.
 """
-import dataclasses
 import os
 from typing import Dict, List, Optional
 
@@ -14,9 +13,8 @@ from absl import logging
 
 from mobiledets_tf.config import ConfigError, ExperimentConfig, load_config
 from mobiledets_tf.data import pipeline
-from mobiledets_tf.data.builtin import builtin_dataset
-from mobiledets_tf.data.label_map import (Category, class_names, names_by_class_index, num_classes,
-                                          read_label_map)
+from mobiledets_tf.data.label_map import names_by_class_index, read_label_map
+from mobiledets_tf.data.sources import DataSources, resolve_data
 from mobiledets_tf.detection.losses import num_positives
 from mobiledets_tf.keras import keras
 from mobiledets_tf.layers.defaults import synchronized_batch_norm
@@ -26,41 +24,6 @@ from mobiledets_tf.quantization.range_calibration import calibrate_activation_ra
 from mobiledets_tf.training.optimizer import build_optimizer, moving_average
 
 LOSS_KEYS = ("total_loss", "classification_loss", "localization_loss", "regularization_loss")
-
-
-@dataclasses.dataclass
-class DataSources:
-    train_pattern: str
-    val_pattern: str
-    val_annotations: str
-    label_map: List[Category]
-    class_names: List[str]
-    num_classes: int
-
-
-def resolve_data(config: ExperimentConfig) -> DataSources:
-    """Where the data lives: the built-in dataset (generated on first use) or TFRecords."""
-    data = config.data
-    if data.dataset == "builtin":
-        b = data.builtin
-        built = builtin_dataset(num_train=b.num_train, num_val=b.num_val, image_size=b.image_size,
-                                seed=b.seed)
-        train, val, annotations, label_map_path = (built.train_pattern, built.val_pattern,
-                                                   built.val_annotations, built.label_map_path)
-    else:
-        if not data.label_map:   # the TFRecord patterns are checked where they are read
-            raise ConfigError("data.dataset is 'tfrecord': set data.label_map (and data.train_pattern "
-                              "to train, data.val_pattern to evaluate)")
-        train, val, annotations, label_map_path = (data.train_pattern, data.val_pattern,
-                                                   data.val_annotations, data.label_map)
-    label_map = read_label_map(label_map_path)
-    sources = DataSources(train, val, annotations, label_map, class_names(label_map),
-                          num_classes(label_map))
-    if sources.num_classes != config.model.num_classes:
-        raise ConfigError(
-            f"model.num_classes is {config.model.num_classes} but the label map {label_map_path} has "
-            f"category ids up to {sources.num_classes}; set model.num_classes={sources.num_classes}")
-    return sources
 
 
 def set_precision_policy(mixed_precision: str) -> None:

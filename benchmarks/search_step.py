@@ -30,7 +30,7 @@ import tensorflow as tf
 from mobiledets_tf import fileio
 from mobiledets_tf.config import TrainConfig
 from mobiledets_tf.keras import keras
-from mobiledets_tf.layers.rounding import round_filters
+from mobiledets_tf.layers.block_rules import round_filters
 from mobiledets_tf.models.backbone import make_block
 from mobiledets_tf.models.detector import SSDLiteDetector
 from mobiledets_tf.search.space import INPUT_CHANNELS, SearchSpace, load_space
@@ -72,7 +72,7 @@ def largest_indices(space: SearchSpace, input_size: int, depth_multiplier: float
     for layer in space.layers:
         out_width = max(w.filters for w in layer.widths)
         if layer.op_decision is not None:
-            costs = [_op_madds(space, op, layer.stride, layer.may_be_residual and op.can_be_residual,
+            costs = [_op_madds(space, op, layer.stride, layer.residual(op),
                                in_width, out_width, resolution, depth_multiplier) for op in layer.ops]
             indices[layer.op_decision] = int(np.argmax(costs))
         resolution, in_width = -(-resolution // layer.stride), out_width

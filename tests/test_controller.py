@@ -6,7 +6,8 @@ import tensorflow as tf
 
 from mobiledets_tf.search.controller import (ALL_OPS, Controller, absolute_reward, rl_learning_rate,
                                              warmup_probability)
-from mobiledets_tf.search.space import WidthChoice, load_space
+from mobiledets_tf.search.choices import WidthChoice
+from mobiledets_tf.search.space import load_space
 
 
 @pytest.fixture(scope="module")

@@ -24,12 +24,12 @@ def synthetic_dataset(path, num=300, noise=0.01, seed=0, settings=SETTINGS):
     fastest run of each is 3% under that."""
     space = settings.load_space()
     rng = np.random.default_rng(seed)
-    true_weights = rng.uniform(0.0, 4.0, space.num_features)
+    true_weights = rng.uniform(0.0, 4.0, space.cost_features.size)
     with open(path, "w") as f:
         f.write(json.dumps({**settings.header(space), "context": {}}) + "\n")
         for r in range(num):
             indices = sample_row(space, settings.seed, r)
-            latency = (true_weights @ space.features(indices) + 12.0) * (1 + noise * rng.normal())
+            latency = (true_weights @ space.cost_features.of(indices) + 12.0) * (1 + noise * rng.normal())
             f.write(json.dumps({"row": r, "indices": indices, "device": "test CPU", "latency_ms": latency,
                                 "error": None, "stats": {"median_ms": latency, "min_ms": 0.97 * latency}})
                     + "\n")
@@ -65,7 +65,7 @@ def test_fit_recovers_a_linear_latency_and_reports_held_out_figures(tmp_path):
     assert metrics.within_10 >= 0.95 and metrics.mape < 5 and metrics.r2 > 0.8 and metrics.kendall_tau > 0.7
     # Fresh architectures, noise-free truth: the fit is close to the true linear model.
     fresh = [space.sample(np.random.default_rng([9, i])) for i in range(200)]
-    truth = np.array([true_weights @ space.features(i) + 12.0 for i in fresh])
+    truth = np.array([true_weights @ space.cost_features.of(i) + 12.0 for i in fresh])
     assert np.max(np.abs(model.predict_many(space, fresh) - truth) / truth) < 0.08
 
     # A fit on too little data, or with nothing measured, is refused with the reason.
@@ -78,14 +78,14 @@ def test_fit_recovers_a_linear_latency_and_reports_held_out_figures(tmp_path):
 def test_noise_free_data_is_fitted_exactly():
     space = SETTINGS.load_space()
     rng = np.random.default_rng(1)
-    weights = rng.uniform(0.5, 3.0, space.num_features)
+    weights = rng.uniform(0.5, 3.0, space.cost_features.size)
     rows = []
     for r in range(400):
         indices = space.sample(rng)
-        rows.append({"row": r, "indices": indices, "latency_ms": weights @ space.features(indices) + 5.0})
+        rows.append({"row": r, "indices": indices, "latency_ms": weights @ space.cost_features.of(indices) + 5.0})
     model = fit(space, rows, {}, ridge=1e-10)
     fresh = [space.sample(rng) for _ in range(50)]
-    truth = np.array([weights @ space.features(i) + 5.0 for i in fresh])
+    truth = np.array([weights @ space.cost_features.of(i) + 5.0 for i in fresh])
     assert np.allclose(model.predict_many(space, fresh), truth, rtol=1e-4)
 
 
@@ -94,17 +94,17 @@ def test_pooling_needs_fewer_architectures_and_folds_into_the_one_hot_weights():
     ops differ consistently everywhere): from 100 architectures, the pooled fit generalises much
     better than the plain one-hot ridge, and both are linear in the same one-hot features."""
     space = SETTINGS.load_space()
-    membership, pool_names = space.feature_pools()
-    assert membership.shape == (space.num_features, len(pool_names))
+    membership, pool_names = space.cost_features.pools()
+    assert membership.shape == (space.cost_features.size, len(pool_names))
     assert np.all(membership.sum(axis=1) == 2)            # one stage pool and one op pool each
     assert any(n.startswith("any layer op=") for n in pool_names)
     rng = np.random.default_rng(5)
     pool_costs = rng.uniform(0.0, 2.0, len(pool_names))
-    true_weights = membership @ pool_costs * rng.uniform(0.9, 1.1, space.num_features)
+    true_weights = membership @ pool_costs * rng.uniform(0.9, 1.1, space.cost_features.size)
     rows = []
     for r in range(150):
         indices = space.sample(rng)
-        latency = (true_weights @ space.features(indices) + 8.0) * (1 + 0.01 * rng.normal())
+        latency = (true_weights @ space.cost_features.of(indices) + 8.0) * (1 + 0.01 * rng.normal())
         rows.append({"row": r, "indices": indices, "latency_ms": latency})
     train, held = rows[:100], rows[100:]
     pooled, plain = fit(space, train, {}), fit(space, train, {}, pooling=False)
@@ -114,7 +114,7 @@ def test_pooling_needs_fewer_architectures_and_folds_into_the_one_hot_weights():
     assert pooled_metrics.mape < 0.6 * plain_metrics.mape
     # The saved weights are per one-hot feature: prediction = weights . features + intercept.
     indices = held[0]["indices"]
-    assert pooled.predict(space, indices) == pytest.approx(pooled.weights @ space.features(indices) + pooled.intercept)
+    assert pooled.predict(space, indices) == pytest.approx(pooled.weights @ space.cost_features.of(indices) + pooled.intercept)
 
 
 def test_a_chosen_statistic_is_fitted_and_recorded(tmp_path):

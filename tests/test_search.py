@@ -56,11 +56,11 @@ def cost_model_path(space_path, tmp_path_factory):
     """A linear cost model of the small space fitted on synthetic latencies."""
     space = load_space(space_path, "edgetpu")
     rng = np.random.default_rng(0)
-    weights = rng.uniform(0.0, 3.0, space.num_features)
+    weights = rng.uniform(0.0, 3.0, space.cost_features.size)
     rows = []
     for r in range(100):
         indices = space.sample(rng)
-        rows.append({"row": r, "indices": indices, "latency_ms": float(weights @ space.features(indices) + 10)})
+        rows.append({"row": r, "indices": indices, "latency_ms": float(weights @ space.cost_features.of(indices) + 10)})
     model = fit(space, rows, {"space": "small", "platform": "edgetpu", "skeleton": space.skeleton,
                               "space_source": space_path, "precision": "float32", "input_size": 320})
     path = str(tmp_path_factory.mktemp("cost") / "cost.json")

@@ -91,7 +91,7 @@ def test_paper_spaces_load_with_hand_computed_sizes(space, platform):
     size, decisions, num_features = EXPECTED[space, platform]
     assert s.size == size and isinstance(s.size, int)
     assert len(s.decisions) == decisions
-    assert len(s.features(s.sample(0))) == num_features == len(s.feature_names())
+    assert len(s.cost_features.of(s.sample(0))) == num_features == len(s.cost_features.names())
     assert s.skeleton == f"mobiledet_{platform}"
     assert all(tag.startswith("layer") and tag.endswith("/op") for tag, _ in s.decisions)
 
@@ -212,7 +212,7 @@ def test_cpu_always_has_se_and_hard_swish_others_relu6_without_se(space):
 
 def _groups(space):
     """Feature slices per layer, from the feature names (`layerN ...`)."""
-    names = [n.split(" ", 1)[0] for n in space.feature_names()]
+    names = [n.split(" ", 1)[0] for n in space.cost_features.names()]
     return {layer: [i for i, n in enumerate(names) if n == layer] for layer in dict.fromkeys(names)}
 
 
@@ -225,18 +225,18 @@ def test_features_are_one_hot_per_searchable_layer(space, platform):
     # Without width choices every searchable layer is one group: its op decision.
     assert len(groups) == decisions
     for seed in range(10):
-        f = s.features(s.sample(seed))
+        f = s.cost_features.of(s.sample(seed))
         assert f.shape == (num_features,) and set(np.unique(f)) <= {0.0, 1.0}
         assert [f[g].sum() for g in groups.values()] == [1.0] * len(groups)
 
 
 def test_published_edgetpu_features_by_hand():
     s = load_space("ibn_fused_tucker", "edgetpu")
-    f = s.features(PUBLISHED_INDICES["mobiledet_edgetpu", "ibn_fused_tucker", "edgetpu"])
+    f = s.cost_features.of(PUBLISHED_INDICES["mobiledet_edgetpu", "ibn_fused_tucker", "edgetpu"])
     # layer1 has 6 features (choice 3), then 21 layers of 12: layer2 choice 5 -> 6 + 5.
     assert np.flatnonzero(f)[:3].tolist() == [3, 6 + 5, 6 + 12 + 4]
-    assert s.feature_names()[3] == "layer1 op=tucker k3 r0.25/0.75"
-    assert s.feature_names()[6 + 12 * 4 + 7] == "layer6 op=fused k5 e8"
+    assert s.cost_features.names()[3] == "layer1 op=tucker k3 r0.25/0.75"
+    assert s.cost_features.names()[6 + 12 * 4 + 7] == "layer6 op=fused k5 e8"
 
 
 def test_custom_space_with_width_choices(custom_path):
@@ -245,7 +245,7 @@ def test_custom_space_with_width_choices(custom_path):
         "stage0/width", "stage1/width", "layer1/op", "layer2/op", "layer3/op",
         "stage3/width", "layer4/op", "layer5/op", "layer6/op"]
     assert s.size == CUSTOM_SIZE == 49152
-    assert len(s.feature_names()) == CUSTOM_FEATURES == 70
+    assert len(s.cost_features.names()) == CUSTOM_FEATURES == 70
     # stage0 -> 16, stage1 -> 48, layer1 fused k3 e4, layer2 ibn k3 e6, layer3 fused k5 e4,
     # stage3 -> 72, layer4 ibn k3 e3, layer5 fused k3 e4, layer6 ibn k3 e6
     indices = [1, 1, 2, 1, 3, 2, 0, 2, 1]
@@ -254,13 +254,13 @@ def test_custom_space_with_width_choices(custom_path):
     assert [b.residual for b in arch.blocks] == [False, False, True, False, False, True, False]
     assert [b.type for b in arch.blocks] == ["conv", "fused", "ibn", "fused", "ibn", "fused", "ibn"]
     assert arch.activation == "relu" and s.indices_of(arch) == indices
-    f = s.features(indices)
+    f = s.cost_features.of(indices)
     assert len(f) == 70 and f.sum() == 7  # one group per layer, the stem included (its width varies)
     # layer1 group starts after layer0's 2 features; joint (in 16: 1, out 48: 1, op 2) -> (1*2+1)*4+2
     assert f[2 + 14] == 1 and f[2:18].sum() == 1
-    assert s.feature_names()[2 + 14] == "layer1 in=16 out=48 op=fused k3 e4"
+    assert s.cost_features.names()[2 + 14] == "layer1 in=16 out=48 op=fused k3 e4"
     # layer2 reads and writes the same decision: 2 x 4 features starting at 2 + 16
-    assert s.feature_names()[18:20] == ["layer2 in=out=24 op=ibn k3 e3", "layer2 in=out=24 op=ibn k3 e6"]
+    assert s.cost_features.names()[18:20] == ["layer2 in=out=24 op=ibn k3 e3", "layer2 in=out=24 op=ibn k3 e6"]
     for seed in range(30):
         sample = s.sample(seed)
         assert s.indices_of(s.to_arch_spec(sample)) == sample
@@ -285,7 +285,7 @@ def _all_combinations_mean(s, probabilities):
     total, count = 0, 0
     for combo in itertools.product(*support):
         weight = np.prod([p[i] for p, i in zip(probabilities, combo)])
-        total = total + weight * s.features(list(combo))
+        total = total + weight * s.cost_features.of(list(combo))
         count += 1
     return total, count
 
@@ -294,7 +294,7 @@ def test_expected_features_exact_cases(custom_path):
     s = load_space(custom_path, "laptop")
     indices = [1, 0, 3, 2, 1, 2, 0, 1, 3]
     one_hot = [np.eye(len(c))[i] for (_, c), i in zip(s.decisions, indices)]
-    np.testing.assert_array_equal(s.expected_features(one_hot), s.features(indices))
+    np.testing.assert_array_equal(s.cost_features.expected(one_hot), s.cost_features.of(indices))
     # Uniform over the first two choices of stage1/width, layer1/op and layer2/op, one-hot elsewhere:
     # the expectation is the plain average over the 2 * 2 * 2 architectures.
     mixed = list(one_hot)
@@ -303,11 +303,11 @@ def test_expected_features_exact_cases(custom_path):
         mixed[d][:2] = 0.5
     mean, count = _all_combinations_mean(s, mixed)
     assert count == 8
-    np.testing.assert_allclose(s.expected_features(mixed), mean, atol=1e-12)
+    np.testing.assert_allclose(s.cost_features.expected(mixed), mean, atol=1e-12)
     # layer2 reads and writes stage1/width: a joint (in=24, out=48) never occurs, so the
     # expectation is p(width) * p(op), not p(width)^2 * p(op).
-    names = s.feature_names()
-    assert s.expected_features(mixed)[names.index("layer2 in=out=24 op=ibn k3 e3")] == pytest.approx(0.25)
+    names = s.cost_features.names()
+    assert s.cost_features.expected(mixed)[names.index("layer2 in=out=24 op=ibn k3 e3")] == pytest.approx(0.25)
 
 
 @pytest.mark.parametrize("which", ["custom", "ibn_fused_tucker/edgetpu"])
@@ -317,8 +317,8 @@ def test_expected_features_match_monte_carlo(which, custom_path):
     probabilities = [rng.dirichlet(np.ones(len(c))) for _, c in s.decisions]
     n = 6000
     draws = np.stack([rng.choice(len(p), size=n, p=p) for p in probabilities], axis=1)
-    estimate = np.mean([s.features(row.tolist()) for row in draws], axis=0)
-    expected = s.expected_features(probabilities)
+    estimate = np.mean([s.cost_features.of(row.tolist()) for row in draws], axis=0)
+    expected = s.cost_features.expected(probabilities)
     assert expected.shape == estimate.shape
     # Standard error <= 0.5 / sqrt(6000) ~ 0.0065; allow 5 of them.
     assert np.max(np.abs(expected - estimate)) < 0.033
@@ -330,11 +330,11 @@ def test_expected_features_rejects_bad_probabilities():
     s = load_space("ibn", "edgetpu")
     uniform = [np.full(len(c), 1 / len(c)) for _, c in s.decisions]
     with pytest.raises(SearchSpaceError, match="expected 22 probability vectors"):
-        s.expected_features(uniform[:-1])
+        s.cost_features.expected(uniform[:-1])
     bad = list(uniform)
     bad[3] = np.array([0.5, 0.5, 0.5, -0.5])
     with pytest.raises(SearchSpaceError, match="layer4/op"):
-        s.expected_features(bad)
+        s.cost_features.expected(bad)
 
 
 def test_bad_indices_name_the_decision():

@@ -18,10 +18,8 @@ import yaml
 
 from mobiledets_tf import fileio
 
-from mobiledets_tf.layers.activations import ACTIVATIONS
-from mobiledets_tf.layers.squeeze_excite import SE_GATES
+from mobiledets_tf.layers.block_rules import ACTIVATIONS, BLOCK_TYPES, SE_GATES, has_expansion_conv
 
-BLOCK_TYPES = ("conv", "ibn", "fused", "tucker")
 KERNELS = (1, 3, 5, 7)
 STRIDES = (1, 2)
 ENDPOINT_STRIDES = {"C1": 2, "C2": 4, "C3": 8, "C4": 16, "C5": 32}
@@ -207,7 +205,7 @@ def _parse_endpoint(name: str, raw: Any, blocks: List[BlockSpec], source: str) -
     if not 0 <= raw < len(blocks):
         _fail(where, f"block index {raw} is out of range (the spec has blocks 0..{len(blocks) - 1})")
     block = blocks[raw]
-    if tensor == EXPANSION_TENSOR and not (block.type in ("ibn", "fused") and block.expansion != 1):
+    if tensor == EXPANSION_TENSOR and not (block.type in ("ibn", "fused") and has_expansion_conv(block.expansion)):
         _fail(where, f"block {raw} ({block.type}) has no expansion output to use as an endpoint")
     return Endpoint(raw, tensor)
 

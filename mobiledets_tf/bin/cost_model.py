@@ -93,7 +93,7 @@ def run_fit():
     train_rows, held_rows = split_holdout(rows, HOLDOUT.value, SEED.value)
     model = fit(space, train_rows, measured_with(header, rows, STATISTIC.value), ridge=RIDGE.value,
                 seed=SEED.value, pooling=POOLING.value)
-    print(f"{model.describe()}\n{space.num_features} features; fitted on {len(train_rows)} architectures, "
+    print(f"{model.describe()}\n{space.cost_features.size} features; fitted on {len(train_rows)} architectures, "
           f"{len(held_rows)} held out, {errors} rows without a latency skipped; ridge {model.ridge:g}"
           f"{', pooled' if model.pooling else ''}")
     print_metrics("training fit", model.metrics_of("train"))

@@ -18,8 +18,8 @@ from typing import Callable, Optional
 import tensorflow as tf
 
 from mobiledets_tf.keras import keras
+from mobiledets_tf.layers.block_rules import ACTIVATIONS
 
-ACTIVATIONS = ("relu6", "relu", "hard_swish")
 HARD_SWISH_FORMS = ("fused", "decomposed")
 
 Quantize = Callable[[str, tf.Tensor], tf.Tensor]

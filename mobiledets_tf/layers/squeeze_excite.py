@@ -11,9 +11,7 @@ import tensorflow as tf
 from mobiledets_tf.keras import keras
 from mobiledets_tf.layers.activations import Quantize, hard_sigmoid, unquantized
 from mobiledets_tf.layers.block import Block
-from mobiledets_tf.layers.rounding import round_filters
-
-SE_GATES = ("sigmoid", "hard_sigmoid")
+from mobiledets_tf.layers.block_rules import SE_GATES, se_hidden_width
 
 
 class SqueezeExciteGate(keras.layers.Layer):
@@ -38,13 +36,13 @@ class SqueezeExciteGate(keras.layers.Layer):
 
 
 class SqueezeExcite(Block):
-    """SE over `channels` channels with `hidden` = round8(channels * ratio) bottleneck units."""
+    """SE over `channels` channels with `hidden` = `se_hidden_width(channels, ratio)` bottleneck units."""
 
     def __init__(self, channels: int, ratio: float = 0.25, activation: str = "relu6",
                  gate: str = "sigmoid", **kwargs):
         super().__init__(**kwargs)
         self.channels, self.ratio, self.activation, self.gate = channels, ratio, activation, gate
-        self.hidden = round_filters(channels * ratio)
+        self.hidden = se_hidden_width(channels, ratio)
         self.pool = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{self.name}_pool")
         self.reduce = self._conv(self.hidden, 1, 1, "reduce", use_bias=True)
         self.reduce_act = self._act(activation, "reduce_act")

@@ -23,7 +23,8 @@ import numpy as np
 import tensorflow as tf
 
 from mobiledets_tf.keras import keras
-from mobiledets_tf.search.space import SearchSpace, WidthChoice
+from mobiledets_tf.search.choices import WidthChoice
+from mobiledets_tf.search.space import SearchSpace
 from mobiledets_tf.search.supernet import WARMUP as ALL_OPS   # every op of the layer, averaged
 
 

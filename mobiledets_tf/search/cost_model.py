@@ -1,14 +1,14 @@
 """The TuNAS linear latency cost model: fitting, held-out evaluation, saving and prediction.
 
 `T(a) = w . f(a) + b`, with `f` the search space's one-hot features (per layer, the joint choice of
-input width, output width and op; `SearchSpace.features`). Fitting is ridge regression that
+input width, output width and op; `CostFeatures.of`). Fitting is ridge regression that
 minimises the squared *relative* error (each row weighted by 1 / latency^2, since the targets are
 stated in percent), with the ridge strength chosen by k-fold cross-validation on the training rows.
 By default the ridge is pooled: each layer's coefficient is shrunk towards coefficients shared by the
-same setting in its stage and by the same op in the whole backbone (`SearchSpace.feature_pools`), and
+same setting in its stage and by the same op in the whole backbone (`CostFeatures.pools`), and
 those are folded back into the per-feature weights.
 Because the model is linear, the controller's expected latency is exact: `w . E[f] + b`
-(`SearchSpace.expected_features`).
+(`CostFeatures.expected`).
 
 The latency fitted is a statistic of each architecture's timed runs: by default the dataset's own
 figure (the median; the mean over adb), or the minimum, which on a shared machine whose neighbours
@@ -89,7 +89,7 @@ class CostModel:
     def _positions(self, space: SearchSpace) -> np.ndarray:
         """Where each of the space's features sits in this model's weights."""
         where = {name: i for i, name in enumerate(self.feature_names)}
-        names = space.feature_names()
+        names = space.cost_features.names()
         missing = [n for n in names if n not in where]
         if missing:
             raise CostModelError(
@@ -98,13 +98,13 @@ class CostModel:
         return np.array([where[n] for n in names], dtype=np.int64)
 
     def weights_for(self, space: SearchSpace) -> np.ndarray:
-        """The weight of each of `space`'s features (in `space.features` order)."""
+        """The weight of each of `space`'s features (in `space.cost_features.of` order)."""
         return self.weights[self._positions(space)]
 
     def predictor(self, space: SearchSpace) -> Callable[[Sequence[int]], float]:
         """A fast `indices -> predicted ms` for many architectures of `space` (weights looked up once)."""
         weights = self.weights_for(space)
-        return lambda indices: float(weights @ space.features(indices) + self.intercept)
+        return lambda indices: float(weights @ space.cost_features.of(indices) + self.intercept)
 
     def predict(self, space: SearchSpace, indices: Sequence[int]) -> float:
         """Predicted latency (ms) of one architecture of `space`."""
@@ -116,7 +116,7 @@ class CostModel:
 
     def expected(self, space: SearchSpace, probabilities: Sequence[Sequence[float]]) -> float:
         """Expected latency (ms) under independent per-decision choice probabilities (exact)."""
-        return float(self.weights_for(space) @ space.expected_features(probabilities) + self.intercept)
+        return float(self.weights_for(space) @ space.cost_features.expected(probabilities) + self.intercept)
 
     def metrics_of(self, name: str) -> FitMetrics:
         return FitMetrics(**self.metrics[name])
@@ -179,7 +179,7 @@ def design_matrix(space: SearchSpace, rows: Sequence[Dict]) -> Tuple[np.ndarray,
     rows = measured_rows(rows)
     if not rows:
         raise CostModelError("no measured architectures (every row has an error)")
-    features = np.stack([space.features(r["indices"]) for r in rows])
+    features = np.stack([space.cost_features.of(r["indices"]) for r in rows])
     return features, np.array([r["latency_ms"] for r in rows], dtype=np.float64)
 
 
@@ -226,7 +226,7 @@ def fit(space: SearchSpace, rows: Sequence[Dict], measured_with: Dict, ridge: Op
         seed: int = 0, pooling: bool = True) -> CostModel:
     """The cost model fitted on `rows` (ridge chosen by cross-validation unless given).
 
-    With `pooling`, the regression also gets one coefficient per pool of `SearchSpace.feature_pools`
+    With `pooling`, the regression also gets one coefficient per pool of `CostFeatures.pools`
     (a setting shared by the layers of a stage, an op shared by all layers); the ridge then shrinks
     each layer's own coefficient towards the pooled ones instead of towards zero, which needs far
     fewer measured architectures. The pooled coefficients are folded back into the per-feature
@@ -235,13 +235,13 @@ def fit(space: SearchSpace, rows: Sequence[Dict], measured_with: Dict, ridge: Op
     features, latencies = design_matrix(space, rows)
     if len(latencies) < 10:
         raise CostModelError(f"{len(latencies)} measured architectures are too few to fit a cost model")
-    membership = space.feature_pools()[0] if pooling else np.zeros((features.shape[1], 0))
+    membership = space.cost_features.pools()[0] if pooling else np.zeros((features.shape[1], 0))
     design = np.hstack([features, features @ membership])
     if ridge is None:
         ridge = choose_ridge(design, latencies, seed=seed)
     coefficients, intercept = _solve(design, latencies, ridge)
     weights = coefficients[:features.shape[1]] + membership @ coefficients[features.shape[1]:]
-    model = CostModel(measured_with=dict(measured_with), feature_names=space.feature_names(),
+    model = CostModel(measured_with=dict(measured_with), feature_names=space.cost_features.names(),
                       weights=weights, intercept=intercept, ridge=ridge, num_train=len(latencies),
                       pooling=pooling)
     model.record_metrics("train", FitMetrics.of(features @ weights + intercept, latencies))

@@ -35,11 +35,12 @@ from mobiledets_tf.detection.targets import MATCH_THRESHOLD
 from mobiledets_tf.keras import keras
 from mobiledets_tf.layers import defaults
 from mobiledets_tf.layers.activations import activation_layer
-from mobiledets_tf.layers.rounding import round_filters
+from mobiledets_tf.layers.block_rules import round_filters
 from mobiledets_tf.models.detector import SSDLiteDetector
 from mobiledets_tf.models.ssdlite_head import wire_box_predictor, wire_extra_layers
-from mobiledets_tf.search.space import INPUT_CHANNELS, Layer, OpChoice, SearchSpace, SearchSpaceError
-from mobiledets_tf.search.weight_sharing import OP_FAMILIES, UsedWeights
+from mobiledets_tf.search.choices import Layer, OpChoice, SearchSpaceError, mixed_radix
+from mobiledets_tf.search.space import INPUT_CHANNELS, SearchSpace
+from mobiledets_tf.search.weight_sharing import OpFamily, UsedWeights
 
 HEAD_ENDPOINTS = ("C4", "C5")
 WARMUP = -1  # an op choice that runs every op of the layer and averages them (TuNAS op warmup)
@@ -68,8 +69,8 @@ class SearchableLayer(keras.layers.Layer):
         self.families = {}
         for block_type in dict.fromkeys(op.type for op in layer.ops):
             ops = [op for op in layer.ops if op.type == block_type]
-            self.families[block_type] = OP_FAMILIES[block_type](
-                ops, in_widths, out_widths, layer.stride, self.name, arch.se_gate)
+            self.families[block_type] = OpFamily(block_type, ops, in_widths, out_widths, layer.stride,
+                                                 self.name, arch.se_gate)
         self._activation_names = []
         for op in layer.ops:
             block = arch.block_activation(op.block(layer.stride, self.max_out, residual=False))
@@ -97,14 +98,12 @@ class SearchableLayer(keras.layers.Layer):
 
     def _width_index(self, choices: tf.Tensor) -> tf.Tensor:
         """The index of the chosen width configuration in `_width_configs`."""
-        index = tf.constant(0, tf.int32)
-        for d, radix in zip(self._width_decisions, self._radix):
-            index = index * radix + choices[d]
-        return index
+        return tf.convert_to_tensor(mixed_radix([choices[d] for d in self._width_decisions], self._radix),
+                                    tf.int32)
 
     def residual(self, op: OpChoice, in_width: int, out_width: int) -> bool:
         """As the standalone block: the space's residual flag, and equal input and output widths."""
-        return self.layer.may_be_residual and op.can_be_residual and in_width == out_width
+        return self.layer.residual(op) and in_width == out_width
 
     # Running -----------------------------------------------------------------------------------
     def run_op(self, op_index: int, x, in_width: int, out_width: int):

@@ -14,22 +14,22 @@ normalises with batch statistics (as during the search), so there are no moving 
 are initialised like the standalone blocks' (`layers/defaults.py`); the L2 term covers only the
 kernel slices an op used, so the regularisation of a sampled path equals that of the standalone model.
 
-An op family (`OP_FAMILIES[block type]`) describes each op as a plan of steps (the sliced convs and
-the SE it runs, with their channels); running it, the weights it uses (`used_weights`) and their
-export under the names of the standalone block's sublayers (`export`: expand, depthwise_bn,
-se_reduce, ...) all follow that one plan.
+An `OpFamily` holds these for one block type. It runs each op by the same plan the standalone Keras
+block is built from (`layers.block_plans.block_plan`, through `OpChoice.plan`): the sliced convs and
+the SE, with their channels. Running it, the weights it uses (`used_weights`) and their export under
+the names of the standalone block's sublayers (`export`: expand, depthwise_bn, se_reduce, ...) all
+follow that one plan, so the block rules live in `layers/` only.
 """
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from mobiledets_tf.keras import keras
 from mobiledets_tf.layers import defaults
-from mobiledets_tf.layers.inverted_bottleneck import expanded_width
-from mobiledets_tf.layers.rounding import round_filters
+from mobiledets_tf.layers.block_plans import ConvStep, SqueezeExciteStep
 from mobiledets_tf.layers.squeeze_excite import SqueezeExciteGate
-from mobiledets_tf.search.space import OpChoice
+from mobiledets_tf.search.choices import OpChoice
 
 # (variable, index) pairs: the part of a variable one choice uses.
 UsedWeights = List[Tuple[tf.Variable, Tuple[slice, ...]]]
@@ -124,7 +124,7 @@ def _read(var: tf.Variable, index: Tuple[slice, ...]):
 
 class _SlicedSqueezeExcite(keras.layers.Layer):
     """Squeeze-and-excite shared by the ops of one block type, as `layers.SqueezeExcite` computes it:
-    pool -> 1x1 conv (bias) to round8(C * ratio) -> activation -> 1x1 conv (bias) to C -> gate."""
+    pool -> 1x1 conv (bias) to the step's hidden width -> activation -> 1x1 conv (bias) -> gate."""
 
     def __init__(self, max_channels: int, max_hidden: int, gate: str, **kwargs):
         super().__init__(**kwargs)
@@ -134,17 +134,12 @@ class _SlicedSqueezeExcite(keras.layers.Layer):
                                  name=f"{self.name}_expand")
         self.gate = SqueezeExciteGate(gate, name=f"{self.name}_gate")
 
-    @staticmethod
-    def hidden(channels: int, ratio: float) -> int:
-        return round_filters(channels * ratio)
+    def convs(self, step: SqueezeExciteStep):
+        """(conv, in, out) of the two convs of `step`."""
+        return [(self.reduce, step.channels, step.hidden), (self.expand, step.hidden, step.channels)]
 
-    def convs(self, channels: int, ratio: float):
-        """(conv, in, out) of the two convs at `channels` channels."""
-        hidden = self.hidden(channels, ratio)
-        return [(self.reduce, channels, hidden), (self.expand, hidden, channels)]
-
-    def forward(self, x, ratio: float, activation, regs: list):
-        (reduce, _, hidden), (expand, _, channels) = self.convs(x.shape[-1], ratio)
+    def forward(self, x, step: SqueezeExciteStep, activation, regs: list):
+        (reduce, _, hidden), (expand, _, channels) = self.convs(step)
         s = activation(_apply(reduce, tf.reduce_mean(x, (1, 2), keepdims=True), hidden, regs))
         return self.gate([x, _apply(expand, s, channels, regs)])
 
@@ -155,159 +150,67 @@ def _apply(conv: SlicedConv, x, out_channels: int, regs: list):
     return y
 
 
-class _Step(NamedTuple):
-    """One step of an op: a conv (then the block activation if `activate`), or the SE (`se_ratio`)."""
-    module: keras.layers.Layer
-    in_channels: int
-    out_channels: int
-    activate: bool = False
-    se_ratio: float = 0.0
+def _conv_key(step: ConvStep) -> str:
+    """The shared conv a step uses: one per step name, and per kernel size for the kxk conv."""
+    return f"{step.name}_k{step.kernel_size}" if step.spatial else step.name
 
 
-class _OpFamily(keras.layers.Layer):
+class OpFamily(keras.layers.Layer):
     """The shared weights of the ops of one block type at one layer position.
 
-    Subclasses build their convs in `__init__` and define `plan(op, in, out)`: the steps of `op` at
-    these widths. Running, the weights used and their export all follow the plan.
+    Every op's plan at every pair of input and output widths is laid out once; each conv of those
+    plans (by `_conv_key`) and the SE are sized for their widest use. Running an op, the weights it
+    uses and their export all follow its plan.
     """
-    block_type = ""
 
-    def __init__(self, ops: Sequence[OpChoice], in_widths: Sequence[int], out_widths: Sequence[int],
-                 stride: int, block_name: str, se_gate: str):
-        super().__init__(name=f"{block_name}_{self.block_type}")
-        self.ops, self.in_widths, self.out_widths = tuple(ops), tuple(in_widths), tuple(out_widths)
-        self.max_in, self.max_out, self.stride = max(in_widths), max(out_widths), stride
-        self.kernels = sorted({op.kernel for op in ops})
-        self.se_gate = se_gate
-
-    def _conv(self, kernel_size, max_in, max_out, suffix, per_kernel=False, bn_suffix=None, **kwargs):
-        name = f"{self.name}_{suffix}" + (f"_k{kernel_size}" if per_kernel else "")
-        return SlicedConv(kernel_size, max_in, max_out, suffix, bn_suffix=bn_suffix or f"{suffix}_bn",
-                          name=name, **kwargs)
-
-    def _per_kernel(self, max_in, max_out, suffix, **kwargs) -> Dict[str, SlicedConv]:
-        """One conv per kernel size of the ops (carrying the layer's stride), keyed `k{size}`."""
-        return {f"k{k}": self._conv(k, max_in, max_out, suffix, per_kernel=True, strides=self.stride,
-                                    **kwargs) for k in self.kernels}
-
-    def _squeeze_excite(self, body_width) -> Optional[_SlicedSqueezeExcite]:
-        """SE over the widest body, or None when no op has SE; `body_width(op, in)` is its input width."""
-        uses = [(body_width(op, c), op.se) for op in self.ops if op.se for c in self.in_widths]
-        if not uses:
-            return None
-        return _SlicedSqueezeExcite(max(w for w, _ in uses),
-                                    max(_SlicedSqueezeExcite.hidden(w, r) for w, r in uses),
-                                    self.se_gate, name=f"{self.name}_se")
-
-    def plan(self, op: OpChoice, in_channels: int, out_channels: int) -> List[_Step]:
-        raise NotImplementedError
+    def __init__(self, block_type: str, ops: Sequence[OpChoice], in_widths: Sequence[int],
+                 out_widths: Sequence[int], stride: int, block_name: str, se_gate: str):
+        super().__init__(name=f"{block_name}_{block_type}")
+        self.ops, self.stride = tuple(ops), stride
+        widest: Dict[str, List] = {}  # conv key -> [a step using it, widest input, widest output]
+        se_sizes = []
+        for op in self.ops:
+            for in_width in in_widths:
+                for out_width in out_widths:
+                    for step in op.plan(in_width, out_width, stride):
+                        if isinstance(step, SqueezeExciteStep):
+                            se_sizes.append((step.channels, step.hidden))
+                            continue
+                        entry = widest.setdefault(_conv_key(step), [step, 0, 0])
+                        entry[1], entry[2] = max(entry[1], step.in_channels), max(entry[2], step.out_channels)
+        self.convs = {key: SlicedConv(step.kernel_size, max_in, max_out, step.name, strides=step.strides,
+                                      depthwise=step.depthwise, bn_suffix=step.bn_name,
+                                      name=f"{self.name}_{key}")
+                      for key, (step, max_in, max_out) in widest.items()}
+        self.se = None
+        if se_sizes:
+            self.se = _SlicedSqueezeExcite(max(c for c, _ in se_sizes), max(h for _, h in se_sizes),
+                                           se_gate, name=f"{self.name}_se")
 
     def forward(self, op: OpChoice, x, out_channels: int, activation, se_activation, regs: list):
         """Runs the plan of `op` on `x`; appends the L2 term of every conv to `regs`."""
-        for step in self.plan(op, x.shape[-1], out_channels):
-            if step.se_ratio:
-                x = step.module.forward(x, step.se_ratio, se_activation, regs)
+        for step in op.plan(x.shape[-1], out_channels, self.stride):
+            if isinstance(step, SqueezeExciteStep):
+                x = self.se.forward(x, step, se_activation, regs)
             else:
-                x = _apply(step.module, x, step.out_channels, regs)
-                x = activation(x) if step.activate else x
+                x = _apply(self.convs[_conv_key(step)], x, step.out_channels, regs)
+                x = x if step.linear else activation(x)
         return x
 
-    def _convs(self, op, in_channels, out_channels):
-        for step in self.plan(op, in_channels, out_channels):
-            if step.se_ratio:
-                yield from step.module.convs(step.in_channels, step.se_ratio)
+    def _used_convs(self, op, in_channels, out_channels):
+        for step in op.plan(in_channels, out_channels, self.stride):
+            if isinstance(step, SqueezeExciteStep):
+                yield from self.se.convs(step)
             else:
-                yield step.module, step.in_channels, step.out_channels
+                yield self.convs[_conv_key(step)], step.in_channels, step.out_channels
 
     def used_weights(self, op, in_channels, out_channels) -> UsedWeights:
-        return [used for conv, i, o in self._convs(op, in_channels, out_channels)
+        return [used for conv, i, o in self._used_convs(op, in_channels, out_channels)
                 for used in conv.used_weights(i, o)]
 
     def export(self, op, in_channels, out_channels) -> Dict[str, Dict[str, np.ndarray]]:
         result = {}
-        for conv, i, o in self._convs(op, in_channels, out_channels):
+        for conv, i, o in self._used_convs(op, in_channels, out_channels):
             for suffix, values in conv.export(i, o).items():
                 result.setdefault(suffix, {}).update(values)
         return result
-
-
-class _Convs(_OpFamily):
-    """kxk conv + BN + act (`layers.ConvBnAct`), one per kernel size."""
-    block_type = "conv"
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.conv = self._per_kernel(self.max_in, self.max_out, "conv", bn_suffix="bn")
-
-    def plan(self, op, in_channels, out_channels):
-        return [_Step(self.conv[f"k{op.kernel}"], in_channels, out_channels, activate=True)]
-
-
-class _InvertedBottlenecks(_OpFamily):
-    """IBN (`layers.InvertedBottleneck`): shared expand and project, a depthwise conv per kernel."""
-    block_type = "ibn"
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        body = lambda op, c: expanded_width(c, op.expansion)  # noqa: E731  (e=1: the input width)
-        max_body = max(body(op, c) for op in self.ops for c in self.in_widths)
-        expanded = [body(op, c) for op in self.ops if op.expansion != 1 for c in self.in_widths]
-        self.expand = self._conv(1, self.max_in, max(expanded), "expand") if expanded else None
-        self.depthwise = self._per_kernel(max_body, max_body, "depthwise", depthwise=True)
-        self.se = self._squeeze_excite(body)
-        self.project = self._conv(1, max_body, self.max_out, "project")
-
-    def plan(self, op, in_channels, out_channels):
-        body = expanded_width(in_channels, op.expansion)
-        steps = [_Step(self.expand, in_channels, body, activate=True)] if op.expansion != 1 else []
-        steps.append(_Step(self.depthwise[f"k{op.kernel}"], body, body, activate=True))
-        steps += [_Step(self.se, body, body, se_ratio=op.se)] if op.se else []
-        return steps + [_Step(self.project, body, out_channels)]
-
-
-class _FusedInvertedBottlenecks(_OpFamily):
-    """Fused IBN (`layers.FusedInvertedBottleneck`): a kxk expansion per kernel, a shared project."""
-    block_type = "fused"
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        body = lambda op, c: expanded_width(c, op.expansion)  # noqa: E731
-        max_body = max(body(op, c) for op in self.ops for c in self.in_widths)
-        self.fused = self._per_kernel(self.max_in, max_body, "fused")
-        self.se = self._squeeze_excite(body)
-        self.project = self._conv(1, max_body, self.max_out, "project")
-
-    def plan(self, op, in_channels, out_channels):
-        body = expanded_width(in_channels, op.expansion)
-        steps = [_Step(self.fused[f"k{op.kernel}"], in_channels, body, activate=True)]
-        steps += [_Step(self.se, body, body, se_ratio=op.se)] if op.se else []
-        return steps + [_Step(self.project, body, out_channels)]
-
-
-class _TuckerConvs(_OpFamily):
-    """Tucker (`layers.TuckerConv`): shared compress and output convs, a kxk core per kernel."""
-    block_type = "tucker"
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if any(op.se for op in self.ops):
-            raise ValueError(f"{self.name}: Tucker convolutions have no squeeze-and-excite")
-        max_rank_in = max(self._ranks(op, c, self.max_out)[0] for op in self.ops for c in self.in_widths)
-        max_rank_out = max(self._ranks(op, self.max_in, c)[1] for op in self.ops for c in self.out_widths)
-        self.compress = self._conv(1, self.max_in, max_rank_in, "compress")
-        self.core = self._per_kernel(max_rank_in, max_rank_out, "core")
-        self.project = self._conv(1, max_rank_out, self.max_out, "project")
-
-    @staticmethod
-    def _ranks(op, in_channels, out_channels) -> Tuple[int, int]:
-        return (round_filters(in_channels * op.input_rank_ratio),
-                round_filters(out_channels * op.output_rank_ratio))
-
-    def plan(self, op, in_channels, out_channels):
-        rank_in, rank_out = self._ranks(op, in_channels, out_channels)
-        return [_Step(self.compress, in_channels, rank_in, activate=True),
-                _Step(self.core[f"k{op.kernel}"], rank_in, rank_out, activate=True),
-                _Step(self.project, rank_out, out_channels)]
-
-
-OP_FAMILIES = {f.block_type: f for f in (_Convs, _InvertedBottlenecks, _FusedInvertedBottlenecks, _TuckerConvs)}

@@ -17,9 +17,11 @@ kernels are `weights` (`depthwise_weights`), biases `biases`. TF-slim's kernel l
 ([kh, kw, in, out], depthwise [kh, kw, in, 1]) are Keras' own, so values copy as they are.
 """
 import dataclasses
-from typing import Dict, List, NamedTuple, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from mobiledets_tf.arch.spec import ArchSpec
+from mobiledets_tf.layers.block_plans import SqueezeExciteStep, block_plan
+from mobiledets_tf.layers.block_rules import has_expansion_conv
 from mobiledets_tf.models.ssdlite_head import EXTRA_LAYER_DEPTHS, layer_depth
 
 # Keras weight name (the last part of `variable.name`) -> TF1 variable name (the last part).
@@ -83,39 +85,49 @@ class _ScopeCounter:
         return name if count == 0 else f"{name}_{count}"
 
 
-def _mobiledet_block_scopes(spec: ArchSpec, counter: _ScopeCounter, index: int) -> List[Tuple[str, str]]:
+# (Keras conv suffix, Keras BatchNorm suffix or None, TF1 scope under the extractor) of one block.
+BlockScopes = List[Tuple[str, Optional[str], str]]
+MOBILEDET_BLOCK_SCOPES = {"conv": "Conv", "ibn": "IBN", "fused": "FusedConv", "tucker": "TuckerConv"}
+
+
+def _block_steps(spec: ArchSpec, index: int):
+    """The plan of block `index` (its sublayers in build order), at the ArchSpec's widths."""
     block = spec.blocks[index]
-    if block.type == "conv":
-        return [("conv", counter.next("Conv"))]
-    se = [("se_reduce", "SqueezeExcite/Conv"), ("se_expand", "SqueezeExcite/Conv_1")] if block.se else []
-    if block.type == "ibn" and block.expansion == 1:
-        scope = counter.next("IBNNoExpansion")
-        sub = [("depthwise", "SeparableConv2d"), *se, ("project", "Conv")]
-    elif block.type == "ibn":
-        scope = counter.next("IBN")
-        sub = [("expand", "Conv"), ("depthwise", "SeparableConv2d"), *se, ("project", "Conv_1")]
-    elif block.type == "fused":
-        scope = counter.next("FusedConv")
-        sub = [("fused", "Conv"), *se, ("project", "Conv_1")]
-    elif block.type == "tucker":
-        scope = counter.next("TuckerConv")
-        sub = [("compress", "Conv"), ("core", "Conv_1"), ("project", "Conv_2")]
-    else:
+    in_channels = spec.blocks[index - 1].filters if index else 3
+    return block_plan(block.type, in_channels, block.filters, block.kernel, block.stride, block.expansion,
+                      block.input_rank_ratio, block.output_rank_ratio, block.se)
+
+
+def _mobiledet_block_scopes(spec: ArchSpec, counter: _ScopeCounter, index: int) -> BlockScopes:
+    """TF-slim numbers a block's full convolutions Conv, Conv_1, ... in build order; the depthwise
+    one is SeparableConv2d, squeeze-and-excite SqueezeExcite/Conv(_1)."""
+    block = spec.blocks[index]
+    scope_name = MOBILEDET_BLOCK_SCOPES.get(block.type)
+    if scope_name is None:
         raise UnknownTF1ArchitectureError(f"block {index}: no TF1 MobileDet block of type {block.type!r}")
-    return [(part, f"{scope}/{tf1}") for part, tf1 in sub]
+    if block.type == "ibn" and not has_expansion_conv(block.expansion):
+        scope_name = "IBNNoExpansion"
+    scope, convs, scopes = counter.next(scope_name), _ScopeCounter(), []
+    for step in _block_steps(spec, index):
+        if isinstance(step, SqueezeExciteStep):
+            scopes += [("se_reduce", None, f"{scope}/SqueezeExcite/Conv"),
+                       ("se_expand", None, f"{scope}/SqueezeExcite/Conv_1")]
+        else:
+            tf1 = "SeparableConv2d" if step.depthwise else convs.next("Conv")
+            scopes.append((step.name, step.bn_name, scope if block.type == "conv" else f"{scope}/{tf1}"))
+    return scopes
 
 
-def _mobilenet_block_scopes(spec: ArchSpec, counter: _ScopeCounter, index: int) -> List[Tuple[str, str]]:
+def _mobilenet_block_scopes(spec: ArchSpec, counter: _ScopeCounter, index: int) -> BlockScopes:
+    """TF-slim's MobileNetV2: `Conv`/`Conv_1` convs, `expanded_conv[_k]/{expand,depthwise,project}`."""
     block = spec.blocks[index]
     if block.type == "conv":
-        return [("conv", counter.next("Conv"))]
+        return [("conv", "bn", counter.next("Conv"))]
     if block.type != "ibn" or block.se:
         raise UnknownTF1ArchitectureError(
             f"block {index}: TF-slim's MobileNetV2 has only plain convolutions and inverted bottlenecks")
     scope = counter.next("expanded_conv")
-    sub = [] if block.expansion == 1 else [("expand", "expand")]
-    sub += [("depthwise", "depthwise"), ("project", "project")]
-    return [(part, f"{scope}/{tf1}") for part, tf1 in sub]
+    return [(step.name, step.bn_name, f"{scope}/{step.name}") for step in _block_steps(spec, index)]
 
 
 def _conv_scopes(keras_conv: str, tf1_scope: str, has_batch_norm: bool) -> Dict[str, str]:
@@ -140,13 +152,10 @@ def layer_scopes(spec: ArchSpec, extra_layer_depths: Tuple[int, ...] = EXTRA_LAY
     scopes: Dict[str, str] = {}
     for index in range(len(spec.blocks)):
         keras_block = f"backbone_b{index:02d}"
-        for part, tf1 in block_scopes(spec, counter, index):
-            is_se = part.startswith("se_")
-            keras_name = f"{keras_block}_{part}"
-            if part == "conv":   # ConvBnAct names its BatchNorm `_bn` after the block, not the conv
-                scopes[keras_name] = scopes[f"{keras_block}_bn"] = f"{prefix}/{tf1}"
-            else:
-                scopes.update(_conv_scopes(keras_name, f"{prefix}/{tf1}", not is_se))
+        for conv, batch_norm, tf1 in block_scopes(spec, counter, index):
+            scopes[f"{keras_block}_{conv}"] = f"{prefix}/{tf1}"
+            if batch_norm:
+                scopes[f"{keras_block}_{batch_norm}"] = f"{prefix}/{tf1}"
     for i, depth in enumerate(extra_layer_depths, start=1):
         half, full = (layer_depth(depth // 2, depth_multiplier, min_depth),
                       layer_depth(depth, depth_multiplier, min_depth))

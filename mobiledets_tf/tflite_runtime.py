@@ -18,8 +18,8 @@ class TFLiteModelError(ValueError):
 def load_interpreter(model_path: Union[str, bytes], delegate: Optional[str] = None,
                      delegate_options: Optional[Mapping[str, str]] = None,
                      num_threads: Optional[int] = None, xnnpack: bool = True) -> Interpreter:
-    """An allocated interpreter of a model file (or of the model's bytes); `xnnpack=False` uses
-    TFLite's reference CPU kernels without XNNPACK."""
+    """An allocated interpreter of a model: `model_path` is a file (local or remote) or the model's
+    bytes. `xnnpack=False` uses TFLite's reference CPU kernels without XNNPACK."""
     delegates = []
     if delegate:
         try:

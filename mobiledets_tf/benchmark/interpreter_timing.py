@@ -28,25 +28,31 @@ def random_inputs(interpreter, seed: int = 0) -> None:
         interpreter.set_tensor(details["index"], value)
 
 
+def invoke_times_ms(interpreter, warmup_runs: int, num_runs: int) -> Tuple[List[float], float]:
+    """(latencies in ms of `num_runs` timed runs, latency of the very first run): `warmup_runs` runs
+    come first and are left out of the samples."""
+    if num_runs < 1 or warmup_runs < 0:
+        raise ValueError(f"need num_runs >= 1 and warmup_runs >= 0, got {num_runs} and {warmup_runs}")
+    samples_ms, first_ms = [], None
+    for run in range(warmup_runs + num_runs):
+        start = time.perf_counter_ns()
+        interpreter.invoke()
+        elapsed_ms = (time.perf_counter_ns() - start) / 1e6
+        first_ms = elapsed_ms if run == 0 else first_ms
+        if run >= warmup_runs:
+            samples_ms.append(elapsed_ms)
+    return samples_ms, first_ms
+
+
 def time_model(model_path: str, threads: int = 1, xnnpack: bool = True, warmup_runs: int = 10,
                num_runs: int = 50, delegate: Optional[str] = None,
                delegate_options: Optional[Mapping[str, str]] = None) -> Tuple[List[float], dict]:
     """(latency samples in ms, details with init_ms, first_inference_ms and delegation)."""
-    if num_runs < 1 or warmup_runs < 0:
-        raise ValueError(f"need num_runs >= 1 and warmup_runs >= 0, got {num_runs} and {warmup_runs}")
     start = time.perf_counter_ns()
     interpreter = load_interpreter(model_path, delegate, delegate_options, num_threads=threads,
                                    xnnpack=xnnpack)
     random_inputs(interpreter)
     init_ns = time.perf_counter_ns() - start
-    samples_ms = []
-    for run in range(warmup_runs + num_runs):
-        start = time.perf_counter_ns()
-        interpreter.invoke()
-        elapsed_ms = (time.perf_counter_ns() - start) / 1e6
-        if run == 0:
-            first_ms = elapsed_ms
-        if run >= warmup_runs:
-            samples_ms.append(elapsed_ms)
+    samples_ms, first_ms = invoke_times_ms(interpreter, warmup_runs, num_runs)
     return samples_ms, {"init_ms": init_ns / 1e6, "first_inference_ms": first_ms,
                         "delegation": delegation_report(interpreter).to_dict()}

@@ -10,12 +10,11 @@ delegate hand-off, and runs with its inputs hot in cache, while the whole graph 
 between delegate partitions instead: the table therefore also states the whole model's latency
 measured in the same run beside the summed op times.
 """
-import time
 from typing import Mapping, Optional
 
 import numpy as np
 
-from mobiledets_tf.benchmark.interpreter_timing import random_inputs
+from mobiledets_tf.benchmark.interpreter_timing import invoke_times_ms, random_inputs
 from mobiledets_tf.benchmark.op_profile import OpProfile, aggregate
 from mobiledets_tf.benchmark.single_op_models import single_op_models
 from mobiledets_tf.tflite_runtime import load_interpreter
@@ -23,17 +22,6 @@ from mobiledets_tf.tflite_runtime import load_interpreter
 LOCAL_METHOD = ("each operator cut out into a one-op model and timed alone on this CPU with the same "
                 "interpreter settings (median of the timed runs); the ai-edge-litert Python interpreter has no "
                 "op profiler")
-
-
-def median_invoke_ms(interpreter, warmup_runs: int, num_runs: int) -> float:
-    for _ in range(warmup_runs):
-        interpreter.invoke()
-    samples = []
-    for _ in range(num_runs):
-        start = time.perf_counter_ns()
-        interpreter.invoke()
-        samples.append((time.perf_counter_ns() - start) / 1e6)
-    return float(np.median(samples))
 
 
 def profile_ops(model_bytes: bytes, threads: int = 1, xnnpack: bool = True, delegate: Optional[str] = None,
@@ -45,5 +33,5 @@ def profile_ops(model_bytes: bytes, threads: int = 1, xnnpack: bool = True, dele
         interpreter = load_interpreter(op_model, delegate, delegate_options, num_threads=threads,
                                        xnnpack=xnnpack)
         random_inputs(interpreter, seed=index)
-        node_times.append((name, median_invoke_ms(interpreter, warmup_runs, num_runs)))
+        node_times.append((name, float(np.median(invoke_times_ms(interpreter, warmup_runs, num_runs)[0]))))
     return aggregate(node_times, LOCAL_METHOD, model_ms)

@@ -79,12 +79,15 @@ class DetectionTask:
                  else c.train.batch_size)
         return self._train_dataset(batch, input_context)
 
-    def _train_dataset(self, batch: int, input_context: tf.distribute.InputContext = None) -> tf.data.Dataset:
+    def _train_dataset(self, batch: int, input_context: tf.distribute.InputContext = None,
+                       cache: bool = True) -> tf.data.Dataset:
+        """The training pipeline; `cache=False` overrides `data.cache` (for a read of a few batches,
+        which would leave a partial cache behind)."""
         c = self.config
         return pipeline.train_dataset(
             self.data.train_pattern, self.detector.anchors, c.model.num_classes, c.model.input_size,
             batch, seed=c.train.seed, max_boxes=c.data.max_boxes, ssd_crop=c.data.ssd_random_crop,
-            flip=c.data.random_flip, shuffle_buffer=c.data.shuffle_buffer, cache=c.data.cache,
+            flip=c.data.random_flip, shuffle_buffer=c.data.shuffle_buffer, cache=c.data.cache and cache,
             match_threshold=self.detector.match_threshold, input_context=input_context)
 
     def distributed_train_dataset(self):
@@ -95,7 +98,7 @@ class DetectionTask:
         one replica's size (`quantization/range_calibration.py`). Every worker reads the same batches
         (the unsharded, seeded pipeline), so all of them set the same ranges."""
         batch = max(self.config.train.batch_size // self.strategy.num_replicas_in_sync, 1)
-        batches = self._train_dataset(batch).take(self.config.train.qat_range_batches)
+        batches = self._train_dataset(batch, cache=False).take(self.config.train.qat_range_batches)
         with self.strategy.scope():
             return calibrate_activation_ranges(self.model, (images for images, _ in batches))
 

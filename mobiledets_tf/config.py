@@ -108,7 +108,9 @@ class SearchConfig(base_config.Config):
     skeleton: str = ""                   # "" : the platform's default skeleton
     cost_model: str = ""                 # cost model JSON (mobiledets-cost-model fit)
     target_ms: float = 0.0               # latency target T0 (ms, as the cost model predicts)
-    reward_beta: float = -0.10           # R = Q + beta * |T / T0 - 1|
+    reward: str = "absolute"             # absolute | mnas_soft | mnas_hard (search/rewards.py)
+    reward_beta: float = -0.10           # absolute: R = Q + beta * |T / T0 - 1|
+    reward_exponent: float = -0.07       # mnas_soft: R = Q * (T / T0) ** w
     quality_metric: str = "AP50"         # Q: AP50 or AP of the validation mini-batch (COCO, 0..1)
     validation_batch_multiple: int = 4   # validation mini-batch = this x the training batch
     quality_max_detections: int = 0      # detections per image scored for Q (0: eval.max_detections)
@@ -136,12 +138,14 @@ _CHOICES = {
     "train.mixed_precision": ("", "mixed_bfloat16", "mixed_float16"),
     "train.optimizer": ("sgd", "adam"),
     "search.quality_metric": ("AP50", "AP"),
+    "search.reward": ("absolute", "mnas_soft", "mnas_hard"),
 }
 _POSITIVE = ("model.input_size", "model.num_classes", "model.depth_multiplier", "train.batch_size",
              "train.steps", "train.checkpoint_every", "train.log_every", "eval.batch_size",
              "data.max_boxes", "data.builtin.num_train", "data.builtin.num_val",
              "search.validation_batch_multiple", "search.rl_boost", "search.baseline_momentum")
 _NON_NEGATIVE = ("search.quality_max_detections", "train.qat_range_batches")
+_NEGATIVE = ("search.reward_beta", "search.reward_exponent")   # a penalty on being slow
 _FRACTION = ("model.match_threshold",)
 
 
@@ -175,6 +179,8 @@ def _check_types(config: base_config.Config, source: str, prefix: str = "") -> N
             raise ConfigError(f"{source}: {key} must be positive, got {value!r}")
         if key in _NON_NEGATIVE and value < 0:
             raise ConfigError(f"{source}: {key} must be 0 or more, got {value!r}")
+        if key in _NEGATIVE and value >= 0:
+            raise ConfigError(f"{source}: {key} must be negative, got {value!r}")
         if key in _FRACTION and not 0 < value <= 1:
             raise ConfigError(f"{source}: {key} must be in (0, 1], got {value!r}")
 

@@ -1,12 +1,12 @@
 """The TuNAS controller: uniform start, sampling, REINFORCE with the bias-corrected baseline, the
-RL learning-rate schedule, warmups, the absolute reward, and checkpoint round trips."""
+RL learning-rate schedule, warmups, the absolute and MnasNet rewards, and checkpoint round trips."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from mobiledets_tf.search.controller import (ALL_OPS, Controller, absolute_reward, rl_learning_rate,
-                                             warmup_probability)
 from mobiledets_tf.search.choices import WidthChoice
+from mobiledets_tf.search.controller import ALL_OPS, Controller, rl_learning_rate, warmup_probability
+from mobiledets_tf.search.rewards import reward
 from mobiledets_tf.search.space import load_space
 
 
@@ -114,10 +114,26 @@ platforms:
 
 
 def test_absolute_reward():
-    assert absolute_reward(0.5, 10.0, 10.0) == pytest.approx(0.5)
-    assert absolute_reward(0.5, 11.0, 10.0) == pytest.approx(0.49)
-    assert absolute_reward(0.5, 9.0, 10.0) == pytest.approx(0.49)
-    assert absolute_reward(0.5, 20.0, 10.0, beta=-0.5) == pytest.approx(0.0)
+    assert reward("absolute", 0.5, 10.0, 10.0) == pytest.approx(0.5)
+    assert reward("absolute", 0.5, 11.0, 10.0) == pytest.approx(0.49)
+    assert reward("absolute", 0.5, 9.0, 10.0) == pytest.approx(0.49)
+    assert reward("absolute", 0.5, 20.0, 10.0, beta=-0.5) == pytest.approx(0.0)
+
+
+def test_mnasnet_rewards():
+    # Soft: Q * (T / T0) ** -0.07 on both sides: twice the target costs 4.7%, half of it gains 5.0%.
+    assert reward("mnas_soft", 0.5, 20.0, 10.0) == pytest.approx(0.5 * 2 ** -0.07)
+    assert reward("mnas_soft", 0.5, 5.0, 10.0) == pytest.approx(0.5 * 0.5 ** -0.07)
+    assert reward("mnas_soft", 0.5, 5.0, 10.0, exponent=-0.5) == pytest.approx(0.5 * 2 ** 0.5)
+    # Hard: Q within the budget, Q * T0 / T above it.
+    assert reward("mnas_hard", 0.5, 4.0, 10.0) == pytest.approx(0.5)
+    assert reward("mnas_hard", 0.5, 10.0, 10.0) == pytest.approx(0.5)
+    assert reward("mnas_hard", 0.5, 12.5, 10.0) == pytest.approx(0.4)
+    assert reward("mnas_soft", 0.0, 3.0, 10.0) == 0.0     # no quality, no signal
+    with pytest.raises(ValueError, match="unknown reward 'mnas'"):
+        reward("mnas", 0.5, 10.0, 10.0)
+    with pytest.raises(ValueError, match="latencies must be positive"):
+        reward("mnas_soft", 0.5, 0.0, 10.0)
 
 
 def test_checkpoint_round_trip(space, tmp_path):

@@ -1,6 +1,7 @@
 """mobiledets-search end to end on the tiny built-in dataset: the search runs, writes an ArchSpec that
 lies in the space with its predicted latency, logs its curves, resumes after SIGKILL with the
-controller's logits and baseline intact, and rejects bad input with clear messages. The cost model
+controller's logits and baseline intact, learns from the configured reward (TuNAS' absolute or
+MnasNet's soft or hard), and rejects bad input with clear messages. The cost model
 here is fitted on synthetic latencies (real measurements: test_latency_data.py)."""
 import json
 import os
@@ -15,7 +16,10 @@ import tensorflow as tf
 
 from conftest import run_binary, tiny_config_yaml
 from mobiledets_tf.arch import load_arch
+from mobiledets_tf.config import load_config
+from mobiledets_tf.search import tunas
 from mobiledets_tf.search.cost_model import CostModel, fit
+from mobiledets_tf.search.search_task import SearchTask
 from mobiledets_tf.search.space import load_space
 from mobiledets_tf.search.tunas import architecture_name
 
@@ -129,6 +133,28 @@ def test_search_writes_an_architecture_of_the_space(tiny_data_dir, space_path, c
                        f"--output_dir={tmp_path / 'tables'}", "--name=searched")
     row = json.loads((tmp_path / "tables" / "searched.json").read_text())["rows"][0]
     assert row["architecture"] == name and row["median_ms"] > 0, timed.stdout
+
+
+def test_each_reward_is_what_the_controller_learns_from(tiny_data_dir, space_path, cost_model_path, tmp_path,
+                                                       monkeypatch):
+    # Q is pinned to 0.5 (a few steps on tiny data detect nothing, and Q = 0 zeroes MnasNet's rewards);
+    # everything else is the search's own step: sampling, cost model, reward, controller update.
+    monkeypatch.setattr(tunas, "minibatch_quality", lambda *args: 0.5)
+    config = load_config(str(search_config(tmp_path, 3, space_path, rl_delay=0, warmup=0)),
+                         [f"search.cost_model={cost_model_path}", "search.target_ms=30",
+                          "search.reward_exponent=-0.5"])
+    task = SearchTask(config, tf.distribute.get_strategy())
+    loop = tunas.SearchLoop(task, CostModel.load(cost_model_path), str(tmp_path / "search"))
+    train, validation = iter(task.distributed_train_dataset()), iter(task.distributed_validation_dataset())
+    expected = {"mnas_soft": lambda t: 0.5 * (t / 30) ** -0.5,
+                "mnas_hard": lambda t: 0.5 * (30 / t if t > 30 else 1.0),
+                "absolute": lambda t: 0.5 - 0.10 * abs(t / 30 - 1)}
+    for updates, (kind, formula) in enumerate(expected.items(), start=1):
+        config.search.reward = kind
+        step = loop.search_step(train, validation)   # one replica: one architecture per step
+        assert step["quality"] == 0.5
+        assert step["reward"] == pytest.approx(formula(step["cost_ms"]), rel=1e-9)
+        assert int(loop.controller.updates.numpy()) == updates
 
 
 def _latest_step(model_dir) -> int:

@@ -96,10 +96,13 @@ def main(argv):
     except (ConfigError, CostModelError, SearchSpaceError, FileNotFoundError, NoArchitectureNearTarget,
             ValueError) as e:
         sys.exit(f"mobiledets-search: {e}")
+    s = config.search
+    reward = {"absolute": f"beta {s.reward_beta:g}", "mnas_soft": f"exponent {s.reward_exponent:g}",
+              "mnas_hard": "exponent 0 within the target, -1 above"}[s.reward]
     logging.info("Searching %s (%d decisions, %.3g architectures) for %.2f ms on %d replica(s), global "
-                 "batch %d, %d steps; cost model %s", task.space.tag, len(task.space.decisions),
-                 float(task.space.size), config.search.target_ms, strategy.num_replicas_in_sync,
-                 config.train.batch_size, config.train.steps, cost_model.describe())
+                 "batch %d, %d steps; reward %s (%s); cost model %s", task.space.tag, len(task.space.decisions),
+                 float(task.space.size), s.target_ms, strategy.num_replicas_in_sync,
+                 config.train.batch_size, config.train.steps, s.reward, reward, cost_model.describe())
     fileio.makedirs(MODEL_DIR.value)
     save_config(config, os.path.join(MODEL_DIR.value, "config.yaml"))
     try:

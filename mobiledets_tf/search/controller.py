@@ -3,8 +3,9 @@
 - Logits start at zero (uniform); `sample` draws an architecture (a choice index per decision) with
   a numpy generator, so that every replica of a distributed search draws its own from a seed of
   (search seed, step, replica) and a resumed search draws the same ones again.
-- Reward `R = Q + beta * |T(a) / T0 - 1|` (`absolute_reward`): Q the detection quality of the sampled
-  architecture, T its latency from the cost model, T0 the target; beta < 0.
+- Reward (`rewards.reward`, `search.reward`): by default TuNAS' `R = Q + beta * |T(a) / T0 - 1|`, Q the
+  detection quality of the sampled architecture, T its latency from the cost model, T0 the target,
+  beta < 0; or MnasNet's `Q * (T / T0) ** w` (soft or hard). The controller only sees R.
 - Baseline: exponential moving average of the reward (momentum 0.95), bias-corrected as Adam's
   moments are; the policy loss is `-stop_gradient(R - baseline) * log p(a)`, averaged over the
   architectures of one step (one per replica).
@@ -26,11 +27,6 @@ from mobiledets_tf.keras import keras
 from mobiledets_tf.search.choices import WidthChoice
 from mobiledets_tf.search.space import SearchSpace
 from mobiledets_tf.search.supernet import WARMUP as ALL_OPS   # every op of the layer, averaged
-
-
-def absolute_reward(quality: float, latency_ms: float, target_ms: float, beta: float = -0.10) -> float:
-    """TuNAS' absolute reward: being 10% off the target costs 0.1 * |beta| / 0.1 of quality."""
-    return quality + beta * abs(latency_ms / target_ms - 1.0)
 
 
 def rl_learning_rate(step: int, total_steps: int, base: float, rl_delay: float = 0.25,

@@ -8,7 +8,8 @@ Each step (reference section 8):
 2. one optimizer step of the shared weights on each replica's training batch, only its path running;
 3. after the update, detections of each replica's architecture on its share of a validation
    mini-batch, scored with COCO AP50 (or AP): the quality Q;
-4. reward `Q + beta * |T/T0 - 1|` with T the cost model's latency of the architecture;
+4. the reward (`search.reward`, `rewards.py`): by default `Q + beta * |T/T0 - 1|` with T the cost
+   model's latency of the architecture, or MnasNet's `Q * (T/T0)^w`;
 5. once the RL delay is over, one REINFORCE update of the controller from the non-warmup samples.
 Logged every `train.log_every` steps and written to TensorBoard (`search/`): losses, Q, cost,
 reward, baseline, the controller's exact expected cost and entropy, and every decision's
@@ -30,9 +31,9 @@ from absl import logging
 
 from mobiledets_tf.evaluation.coco_metrics import DetectionEvaluator
 from mobiledets_tf.fileio import write_text_atomically
-from mobiledets_tf.search.controller import (Controller, absolute_reward, rl_learning_rate,
-                                             warmup_probability)
+from mobiledets_tf.search.controller import Controller, rl_learning_rate, warmup_probability
 from mobiledets_tf.search.cost_model import CostModel
+from mobiledets_tf.search.rewards import reward
 from mobiledets_tf.search.search_task import SearchTask
 from mobiledets_tf.training.loop import TrainingDivergedError, format_duration
 
@@ -128,7 +129,7 @@ class SearchLoop:
             cost = self.predicted_ms(samples[r])
             qualities.append(quality)
             costs.append(cost)
-            rewards.append(absolute_reward(quality, cost, s.target_ms, s.reward_beta))
+            rewards.append(reward(s.reward, quality, cost, s.target_ms, s.reward_beta, s.reward_exponent))
         learning_rate = rl_learning_rate(step, total, self.controller.base_learning_rate, s.rl_delay, s.rl_boost)
         learn = [r for r in range(len(samples)) if not warm[r]]
         update = {}

@@ -9,6 +9,9 @@ and ibn_fused_tucker/cpu; MobileDet-EdgeTPU, -DSP and -GPU in ibn_fused_tucker o
 """
 import itertools
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -426,3 +429,12 @@ def test_sampled_architectures_build_and_run_as_detectors():
         assert boxes.shape == (1, len(detector.anchors), 4)
         assert classes.shape == (1, len(detector.anchors), 7)
         assert np.all(np.isfinite(boxes.numpy())) and np.all(np.isfinite(classes.numpy()))
+
+
+def test_unknown_space_without_shipped_files_names_the_folder(tmp_path):
+    code = ("from mobiledets_tf.search.space import SearchSpaceError, load_space\n"
+            "try:\n    load_space('ibn', 'cpu')\nexcept SearchSpaceError as e:\n    print(e)\n")
+    env = {**os.environ, "MOBILEDETS_SEARCH_SPACES_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"unknown search space 'ibn': not a file, and not one of (no files in {tmp_path})" in result.stdout

@@ -18,7 +18,6 @@ skeleton of the file can be chosen with `load_space(..., skeleton=NAME)`.
 
 Plain data: no TensorFlow.
 """
-import functools
 import json
 import math
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
@@ -29,8 +28,8 @@ from mobiledets_tf import fileio
 from mobiledets_tf.arch.spec import ArchSpec, ArchSpecError
 from mobiledets_tf.search.choices import Decision, Layer, OpChoice, SearchSpaceError, fail  # noqa: F401
 from mobiledets_tf.search.cost_features import CostFeatures
-from mobiledets_tf.search.space_file import (SpaceFile, adapt_ops, available_spaces, check_keys,  # noqa: F401
-                                             read_space_file, shipped_space_files)
+from mobiledets_tf.search.space_file import (SEARCH_SPACES_DIR, SpaceFile, adapt_ops, available_spaces,  # noqa: F401
+                                             check_keys, read_space_file, shipped_space_files)
 
 INPUT_CHANNELS = 3
 

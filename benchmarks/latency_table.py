@@ -1,7 +1,7 @@
-"""Benchmark: single-thread CPU latency of the four MobileDets and the two SSDLite baselines, float32
+"""Benchmark: single-thread CPU latency of the four MobileDets and the four SSDLite baselines, float32
 and int8, at 320x320 with a 90-class COCO head, measured with the package's local benchmark backend.
 
-    python benchmarks/latency_table.py                      # build, export, measure (about 7 min)
+    python benchmarks/latency_table.py                      # build, export, measure (about 10 min)
     python benchmarks/latency_table.py --reuse_models --compare_to=benchmarks/results/latency_local_cpu.json
 
 Builds each detector with untrained weights (latency does not depend on weight values), exports
@@ -22,7 +22,7 @@ import numpy as np
 from absl import app, flags
 
 ARCHITECTURES = ("mobiledet_cpu", "mobiledet_edgetpu", "mobiledet_dsp", "mobiledet_gpu",
-                 "mobilenet_v2", "mobilenet_v3_large")
+                 "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "mnasnet_a1")
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 WORK_DIR = flags.DEFINE_string("work_dir", "runs/latency_table", "Where the exported models go.")

@@ -13,7 +13,7 @@ from PIL import Image
 from tf1_reference.api import build_reference
 
 ALL_ARCHITECTURES = ("mobiledet_cpu", "mobiledet_edgetpu", "mobiledet_dsp", "mobiledet_gpu",
-                     "mobilenet_v2", "mobilenet_v3_large")
+                     "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "mnasnet_a1")
 MOBILEDETS = ALL_ARCHITECTURES[:4]
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -117,6 +117,7 @@ INVALID = {
     "blocks not a list": (dict(_base(), blocks={"0": 1}), r"'blocks' must be a non-empty list"),
     "missing name": (_without("name"), r"missing key 'name'"),
     "unknown se_gate": (dict(_base(), se_gate="softmax"), r"unknown se_gate 'softmax'"),
+    "unknown se_width": (dict(_base(), se_width="round4"), r"unknown se_width 'round4'; expected one of round8, make_divisible, mnasnet"),
     "zero batch-norm epsilon": (dict(_base(), batch_norm_epsilon=0), r"field 'batch_norm_epsilon' must be > 0"),
     "not a mapping": ([1, 2], r"an architecture must be a mapping"),
 }

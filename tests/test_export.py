@@ -27,7 +27,6 @@ from mobiledets_tf.models.checkpoints import CheckpointError
 from mobiledets_tf.models.detector import SSDLiteDetector
 from mobiledets_tf.data.sources import resolve_data
 
-HARD_SWISH_ARCHITECTURES = ("mobiledet_cpu", "mobilenet_v3_large")
 TAIL = ["DEQUANTIZE", "DEQUANTIZE", OP_NAME]
 
 

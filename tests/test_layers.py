@@ -6,6 +6,7 @@ import tensorflow as tf
 from mobiledets_tf.keras import keras
 from mobiledets_tf.layers import (ConvBnAct, FusedInvertedBottleneck, HardSwish, InvertedBottleneck,
                                   SqueezeExcite, SqueezeExciteGate, TuckerConv, round_filters)
+from mobiledets_tf.layers.block_rules import se_hidden_width
 from mobiledets_tf.layers.activations import HARD_SWISH_FORMS, hard_swish_form
 
 
@@ -14,6 +15,23 @@ from mobiledets_tf.layers.activations import HARD_SWISH_FORMS, hard_swish_form
     (144, 0.25, 40), (32 * 0.75, 1.0, 24), (160 * 0.75, 1.0, 120), (20, 1.0, 24)])
 def test_round_filters_rounds_half_up_to_multiples_of_eight(filters, multiplier, expected):
     assert round_filters(filters, multiplier) == expected
+
+
+@pytest.mark.parametrize("rule, channels, block_input, expected", [
+    ("round8", 72, 24, 16),            # MobileDets: round8(18)
+    ("make_divisible", 72, 24, 24),    # slim / Model Garden: 16 would lose more than 10% of 18
+    ("make_divisible", 16, 16, 8),     # never below 8
+    ("make_divisible", 480, 80, 120),
+    ("mnasnet", 72, 24, 6),            # MnasNet: int(block input * 0.25), not rounded
+    ("mnasnet", 240, 40, 10),
+])
+def test_se_hidden_width_rules(rule, channels, block_input, expected):
+    assert se_hidden_width(channels, 0.25, rule, block_input) == expected
+
+
+def test_se_hidden_width_rejects_unknown_rules():
+    with pytest.raises(ValueError, match="round8, make_divisible, mnasnet"):
+        se_hidden_width(72, 0.25, "round4")
 
 
 def test_round_filters_rejects_non_positive():
@@ -124,7 +142,7 @@ def test_hard_swish_formula_in_both_op_forms(form):
 
 @pytest.mark.parametrize("gate", ["sigmoid", "hard_sigmoid"])
 def test_squeeze_excite_gates_with_pooled_logits(gate):
-    se = SqueezeExcite(8, 0.25, activation="relu", gate=gate, name="se")
+    se = SqueezeExcite(8, 8, activation="relu", gate=gate, name="se")
     x = _random_input((1, 4, 4, 8))
     y = se(x).numpy()
     pooled = x.numpy().mean(axis=(1, 2), keepdims=True)

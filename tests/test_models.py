@@ -1,5 +1,6 @@
 """SSDLite detectors of all six architectures: published statistics, Model Garden parity, training
 step, postprocess and QAT-readiness."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -18,6 +19,11 @@ from mobiledets_tf.stats import model_stats
 # Multiply-adds (B) and parameters (M, all variables) at 320x320, 90 classes (reference table).
 PUBLISHED = {"mobiledet_cpu": (0.45, 4.21), "mobiledet_edgetpu": (1.53, 4.20),
              "mobiledet_dsp": (2.82, 7.16), "mobiledet_gpu": (5.07, 13.11)}
+# The baselines' papers, at 320x320 with 90 classes: multiply-adds (B, given to two decimals) and
+# parameters (M), which match the trainable count (BatchNorm moving statistics excluded) within 1%.
+PUBLISHED_BASELINES = {"mobilenet_v3_large": (0.51, 3.22),   # MobileNetV3 paper, Table 6, SSDLite "V3†"
+                       "mobilenet_v3_small": (0.16, 1.77),   # MobileNetV3 paper, Table 6, "V3-Small†"
+                       "mnasnet_a1": (0.84, 4.9)}            # MnasNet paper, Table 3
 MODEL_GARDEN_IDS = {"mobiledet_cpu": "MobileDetCPU", "mobiledet_edgetpu": "MobileDetEdgeTPU",
                     "mobiledet_dsp": "MobileDetDSP", "mobiledet_gpu": "MobileDetGPU"}
 
@@ -28,6 +34,14 @@ def test_totals_match_the_published_table_within_one_percent(arch):
     madds, params = PUBLISHED[arch]
     assert total["madds"] / 1e9 == pytest.approx(madds, rel=0.01)
     assert total["params"] / 1e6 == pytest.approx(params, rel=0.01)
+
+
+@pytest.mark.parametrize("arch", sorted(PUBLISHED_BASELINES))
+def test_baseline_totals_match_their_papers(arch):
+    total = model_stats(SSDLiteDetector(arch, num_classes=90, input_size=320).model)["total"]
+    madds, params = PUBLISHED_BASELINES[arch]
+    assert round(total["madds"] / 1e9, 2) == madds
+    assert total["trainable_params"] / 1e6 == pytest.approx(params, rel=0.01)
 
 
 @pytest.mark.parametrize("arch", MOBILEDETS)
@@ -289,3 +303,85 @@ def test_extra_layers_on_1x1_maps_have_finite_bfloat16_gradients():
             assert all(np.isfinite(g.numpy()).all() for g in grads)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+# tf-models-official's MobileNetV3 model ids, and the blocks that TF-slim's V3_*_DETECTION definitions
+# (the shipped ArchSpecs) halve: their full-width outputs are restored to compare with the classifier.
+MODEL_GARDEN_V3 = {"mobilenet_v3_large": ("MobileNetV3Large", range(13, 17)),
+                   "mobilenet_v3_small": ("MobileNetV3Small", range(9, 13))}
+
+
+def _full_width_v3(arch: str):
+    from mobiledets_tf.arch import load_arch
+    spec = load_arch(arch)
+    halved = MODEL_GARDEN_V3[arch][1]
+    blocks = [dataclasses.replace(b, filters=2 * b.filters) if i in halved else b
+              for i, b in enumerate(spec.blocks)]
+    return dataclasses.replace(spec, blocks=blocks)
+
+
+def _copy_model_garden_weights(garden_block, ours) -> None:
+    """Sets the weights of one of our blocks from the Model Garden block in the same place."""
+    if ours.block_type == "conv":
+        pairs = [(garden_block._conv0, ours.conv), (garden_block._norm0, ours.bn)]
+    else:
+        pairs = [(garden_block._conv1, ours.depthwise), (garden_block._norm1, ours.depthwise_bn),
+                 (garden_block._conv2, ours.project), (garden_block._norm2, ours.project_bn)]
+        if ours.expansion != 1:
+            pairs += [(garden_block._conv0, ours.expand), (garden_block._norm0, ours.expand_bn)]
+        if ours.se is not None:
+            se = garden_block._squeeze_excitation
+            pairs += [(se._se_reduce, ours.se.reduce), (se._se_expand, ours.se.expand)]
+        else:
+            assert garden_block._squeeze_excitation is None
+    for source, target in pairs:
+        assert [w.shape for w in source.weights] == [w.shape for w in target.weights], target.name
+        target.set_weights(source.get_weights())
+
+
+@pytest.mark.parametrize("arch", sorted(MODEL_GARDEN_V3))
+def test_mobilenet_v3_backbone_equals_model_garden_with_copied_weights(arch):
+    """Every block output, the C4 expansion tensor and the parameter count of the full-width
+    MobileNetV3 backbone equal tf-models-official's MobileNet(model_id=MobileNetV3*)."""
+    from official.vision.modeling.backbones import mobilenet
+    from mobiledets_tf.models.backbone import make_blocks
+    size = 224
+    spec = _full_width_v3(arch)
+    garden = mobilenet.MobileNet(model_id=MODEL_GARDEN_V3[arch][0], norm_epsilon=spec.batch_norm_epsilon,
+                                 input_specs=keras.layers.InputSpec(shape=[None, size, size, 3]))
+    rng = np.random.default_rng(0)
+    for weight in garden.weights:   # BatchNorm statistics away from (0, 1), so that they matter
+        if "moving_mean" in weight.name:
+            weight.assign(rng.normal(0.0, 0.2, weight.shape).astype(np.float32))
+        elif "moving_variance" in weight.name:
+            weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype(np.float32))
+    garden_blocks = [garden.get_layer(l.name) for l in garden.layers
+                     if type(l).__name__ in ("Conv2DBNBlock", "InvertedBottleneckBlock")][:len(spec.blocks)]
+    garden_outputs = [garden.get_layer(l.name).output for l in garden.layers
+                      if l.name.startswith("block_group_")][:len(spec.blocks)]
+    # Model Garden's classifier ends with pooling and a 1x1 conv with bias; the backbone stops before.
+    garden_backbone = keras.Model(garden.input, garden_outputs)
+
+    image = keras.Input((size, size, 3))
+    blocks, x, ours_outputs, expansions = make_blocks(spec), image, [], {}
+    for block in blocks:
+        tensors = block.wire(x)
+        x = tensors["output"]
+        ours_outputs.append(x)
+        expansions[block] = tensors.get("expansion")
+    c4 = spec.endpoints["C4"].block
+    ours = keras.Model(image, ours_outputs + [expansions[blocks[c4]]])
+    assert ours.count_params() == garden_backbone.count_params()
+    assert len(garden_blocks) == len(blocks)
+    for garden_block, block in zip(garden_blocks, blocks):
+        _copy_model_garden_weights(garden_block, block)
+
+    images = rng.uniform(-1.0, 1.0, (2, size, size, 3)).astype(np.float32)
+    expected = [t.numpy() for t in garden_backbone(images, training=False)]
+    # C4: the activated expansion conv of Model Garden's block, on its input.
+    block = garden_blocks[c4]
+    expected.append(block._activation_layer(block._norm0(block._conv0(expected[c4 - 1]), training=False)).numpy())
+    actual = [t.numpy() for t in ours(images, training=False)]
+    for index, (a, e) in enumerate(zip(actual, expected)):
+        assert a.shape == e.shape, index
+        np.testing.assert_allclose(a, e, rtol=0, atol=1e-4 * max(1.0, np.abs(e).max()), err_msg=f"output {index}")

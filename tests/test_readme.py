@@ -22,9 +22,10 @@ def test_ci_runs_the_readme_test_command():
     assert commands[1] in ci_lines
 
 
-@pytest.mark.parametrize("arch", ["mobiledet_cpu", "mobilenet_v3_large"])
+@pytest.mark.parametrize("arch", ["mobiledet_cpu", "mobilenet_v3_large", "mobilenet_v3_small", "mnasnet_a1"])
 def test_readme_statistics_are_what_the_code_computes(arch):
-    row = re.search(rf"^\| {arch} \| ([0-9.]+) B \| ([0-9.]+) M \|", _readme(), re.M)
+    row = re.search(rf"^\| {arch} \| ([0-9.]+) B \| ([0-9.]+) M \| ([0-9.]+) M \|", _readme(), re.M)
     total = model_stats(SSDLiteDetector(arch).model)["total"]
     assert float(row.group(1)) == round(total["madds"] / 1e9, 3)
     assert float(row.group(2)) == round(total["params"] / 1e6, 3)
+    assert float(row.group(3)) == round(total["trainable_params"] / 1e6, 3)

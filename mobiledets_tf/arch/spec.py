@@ -8,7 +8,9 @@ Block types: `conv` (kxk conv + BN + act), `ibn` (inverted bottleneck; expansion
 `fused` (fused inverted bottleneck), `tucker` (Tucker convolution). Endpoints map C1..C5 to a block
 index, or to `"INDEX/expansion"` for the activated expansion output of an `ibn` or `fused` block (as
 the SSDLite MobileNet baselines use). C4 (stride 16) and C5 (stride 32) are required: they feed the
-SSDLite head. Validation errors name the source, the block and the field.
+SSDLite head. Spec-level fields: `activation` (of every block without its own), `se_gate`,
+`se_activation`, `se_width` (the squeeze-and-excite width rule, `block_rules.SE_WIDTH_RULES`) and
+`batch_norm_epsilon`. Validation errors name the source, the block and the field.
 """
 import dataclasses
 import json
@@ -18,7 +20,7 @@ import yaml
 
 from mobiledets_tf import fileio
 
-from mobiledets_tf.layers.block_rules import ACTIVATIONS, BLOCK_TYPES, SE_GATES, has_expansion_conv
+from mobiledets_tf.layers.block_rules import ACTIVATIONS, BLOCK_TYPES, SE_GATES, SE_WIDTH_RULES, has_expansion_conv
 
 KERNELS = (1, 3, 5, 7)
 STRIDES = (1, 2)
@@ -38,8 +40,8 @@ OPTIONAL_FIELDS = {
     "fused": ("se", "residual", "activation"),
     "tucker": ("residual", "activation"),
 }
-_SPEC_KEYS = ("name", "description", "activation", "se_gate", "se_activation", "batch_norm_epsilon",
-              "blocks", "endpoints")
+_SPEC_KEYS = ("name", "description", "activation", "se_gate", "se_activation", "se_width",
+              "batch_norm_epsilon", "blocks", "endpoints")
 DEFAULT_BATCH_NORM_EPSILON = 0.01  # the MobileDets backbones' (TF-slim MobileNets use 0.001)
 
 
@@ -84,6 +86,7 @@ class ArchSpec:
     activation: str = "relu6"
     se_gate: str = "sigmoid"
     se_activation: Optional[str] = None  # None: each block's own activation
+    se_width: str = "round8"  # squeeze-and-excite width rule (block_rules.SE_WIDTH_RULES)
     description: str = ""
     batch_norm_epsilon: float = DEFAULT_BATCH_NORM_EPSILON  # of every backbone BatchNorm
 
@@ -108,6 +111,8 @@ class ArchSpec:
             data["se_gate"] = self.se_gate
         if self.se_activation:
             data["se_activation"] = self.se_activation
+        if self.se_width != "round8":
+            data["se_width"] = self.se_width
         if self.batch_norm_epsilon != DEFAULT_BATCH_NORM_EPSILON:
             data["batch_norm_epsilon"] = self.batch_norm_epsilon
         data["blocks"] = [b.to_dict() for b in self.blocks]
@@ -230,7 +235,8 @@ def _parse_spec(data: Any, source: str) -> ArchSpec:
             _fail(source, f"missing key '{key}'")
     if not isinstance(data["name"], str) or not data["name"]:
         _fail(source, f"'name' must be a non-empty string, got {data['name']!r}")
-    for key, choices in (("activation", ACTIVATIONS), ("se_activation", ACTIVATIONS), ("se_gate", SE_GATES)):
+    for key, choices in (("activation", ACTIVATIONS), ("se_activation", ACTIVATIONS), ("se_gate", SE_GATES),
+                         ("se_width", SE_WIDTH_RULES)):
         if data.get(key) is not None and data[key] not in choices:
             _fail(source, f"unknown {key} {data[key]!r}; expected one of {', '.join(choices)}")
     if "batch_norm_epsilon" in data:
@@ -271,5 +277,6 @@ def _parse_spec(data: Any, source: str) -> ArchSpec:
                     activation=data.get("activation") or "relu6",
                     se_gate=data.get("se_gate") or "sigmoid",
                     se_activation=data.get("se_activation"),
+                    se_width=data.get("se_width") or "round8",
                     description=data.get("description") or "",
                     batch_norm_epsilon=float(data.get("batch_norm_epsilon", DEFAULT_BATCH_NORM_EPSILON)))

@@ -43,12 +43,8 @@ class ConvStep(NamedTuple):
 
 class SqueezeExciteStep(NamedTuple):
     channels: int
-    ratio: float
+    hidden: int                  # bottleneck units (`block_rules.se_hidden_width`)
     name: str = "se"
-
-    @property
-    def hidden(self) -> int:
-        return se_hidden_width(self.channels, self.ratio)
 
 
 Step = Union[ConvStep, SqueezeExciteStep]
@@ -56,8 +52,10 @@ Step = Union[ConvStep, SqueezeExciteStep]
 
 def block_plan(block_type: str, in_channels: Optional[int], filters: int, kernel_size: int, strides: int,
                expansion: Optional[float] = None, input_rank_ratio: Optional[float] = None,
-               output_rank_ratio: Optional[float] = None, se: float = 0.0) -> Tuple[Step, ...]:
-    """The steps of one block at these widths (the shortcut, if any, follows them)."""
+               output_rank_ratio: Optional[float] = None, se: float = 0.0,
+               se_width: str = "round8") -> Tuple[Step, ...]:
+    """The steps of one block at these widths (the shortcut, if any, follows them); `se_width` is
+    the squeeze-and-excite width rule (`block_rules.SE_WIDTH_RULES`)."""
     if block_type == "conv":
         return (ConvStep("conv", kernel_size, strides, in_channels, filters, spatial=True),)
     if block_type == "ibn":
@@ -76,6 +74,6 @@ def block_plan(block_type: str, in_channels: Optional[int], filters: int, kernel
     else:
         raise ValueError(f"unknown block type {block_type!r}; expected one of {', '.join(BLOCK_TYPES)}")
     if se:
-        steps.append(SqueezeExciteStep(body, se))
+        steps.append(SqueezeExciteStep(body, se_hidden_width(body, se, se_width, in_channels)))
     steps.append(ConvStep("project", 1, 1, body, filters, linear=True))
     return tuple(steps)

@@ -12,4 +12,4 @@ class ConvBnAct(PlannedBlock):
     def get_config(self):
         config = super().get_config()
         return {key: config[key] for key in config
-                if key not in ("in_channels", "residual", "se_ratio", "se_gate", "se_activation")}
+                if key not in ("in_channels", "residual", "se_ratio", "se_gate", "se_activation", "se_width")}

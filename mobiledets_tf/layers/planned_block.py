@@ -19,7 +19,7 @@ class PlannedBlock(Block):
 
     def __init__(self, in_channels: Optional[int], filters: int, kernel_size: int = 3, strides: int = 1,
                  activation: str = "relu6", residual: bool = False, se_ratio: float = 0.0,
-                 se_gate: str = "sigmoid", se_activation: Optional[str] = None,
+                 se_gate: str = "sigmoid", se_activation: Optional[str] = None, se_width: str = "round8",
                  plan_fields: Optional[Dict[str, float]] = None, **kwargs):
         super().__init__(**kwargs)
         if residual and (strides != 1 or in_channels != filters):
@@ -30,18 +30,19 @@ class PlannedBlock(Block):
         self.kernel_size, self.strides = kernel_size, strides
         self.activation, self.residual = activation, residual
         self.se_ratio, self.se_gate, self.se_activation = se_ratio, se_gate, se_activation
+        self.se_width = se_width
         self.plan_fields = dict(plan_fields or {})   # the block type's own fields (expansion, ranks)
         for field, value in self.plan_fields.items():
             setattr(self, field, value)
         try:
             self.steps = block_plan(self.block_type, in_channels, filters, kernel_size, strides,
-                                    se=se_ratio, **self.plan_fields)
+                                    se=se_ratio, se_width=se_width, **self.plan_fields)
         except ValueError as e:
             raise ValueError(f"{self.name}: {e}") from None
         self.se = None
         for step in self.steps:
             if isinstance(step, SqueezeExciteStep):
-                self.se = SqueezeExcite(step.channels, step.ratio, activation=se_activation or activation,
+                self.se = SqueezeExcite(step.channels, step.hidden, activation=se_activation or activation,
                                         gate=se_gate, name=f"{self.name}_{step.name}")
                 continue
             if step.depthwise:
@@ -78,4 +79,4 @@ class PlannedBlock(Block):
                 "kernel_size": self.kernel_size, "strides": self.strides,
                 "activation": self.activation, "residual": self.residual,
                 "se_ratio": self.se_ratio, "se_gate": self.se_gate,
-                "se_activation": self.se_activation, **self.plan_fields}
+                "se_activation": self.se_activation, "se_width": self.se_width, **self.plan_fields}

@@ -11,7 +11,7 @@ import tensorflow as tf
 from mobiledets_tf.keras import keras
 from mobiledets_tf.layers.activations import Quantize, hard_sigmoid, unquantized
 from mobiledets_tf.layers.block import Block
-from mobiledets_tf.layers.block_rules import SE_GATES, se_hidden_width
+from mobiledets_tf.layers.block_rules import SE_GATES
 
 
 class SqueezeExciteGate(keras.layers.Layer):
@@ -36,13 +36,11 @@ class SqueezeExciteGate(keras.layers.Layer):
 
 
 class SqueezeExcite(Block):
-    """SE over `channels` channels with `hidden` = `se_hidden_width(channels, ratio)` bottleneck units."""
+    """SE over `channels` channels with `hidden` bottleneck units (`block_rules.se_hidden_width`)."""
 
-    def __init__(self, channels: int, ratio: float = 0.25, activation: str = "relu6",
-                 gate: str = "sigmoid", **kwargs):
+    def __init__(self, channels: int, hidden: int, activation: str = "relu6", gate: str = "sigmoid", **kwargs):
         super().__init__(**kwargs)
-        self.channels, self.ratio, self.activation, self.gate = channels, ratio, activation, gate
-        self.hidden = se_hidden_width(channels, ratio)
+        self.channels, self.hidden, self.activation, self.gate = channels, hidden, activation, gate
         self.pool = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{self.name}_pool")
         self.reduce = self._conv(self.hidden, 1, 1, "reduce", use_bias=True)
         self.reduce_act = self._act(activation, "reduce_act")
@@ -54,5 +52,5 @@ class SqueezeExcite(Block):
         return {"output": self.gate_layer([inputs, logits])}
 
     def get_config(self):
-        return {**super().get_config(), "channels": self.channels, "ratio": self.ratio,
+        return {**super().get_config(), "channels": self.channels, "hidden": self.hidden,
                 "activation": self.activation, "gate": self.gate}

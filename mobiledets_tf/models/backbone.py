@@ -22,7 +22,7 @@ def make_block(spec: ArchSpec, block: BlockSpec, in_channels: int, depth_multipl
     if block.type == "tucker":
         return TuckerConv(input_rank_ratio=block.input_rank_ratio,
                           output_rank_ratio=block.output_rank_ratio, **common)
-    se = dict(se_ratio=block.se, se_gate=spec.se_gate, se_activation=spec.se_activation)
+    se = dict(se_ratio=block.se, se_gate=spec.se_gate, se_activation=spec.se_activation, se_width=spec.se_width)
     if block.type == "ibn":
         return InvertedBottleneck(expansion=block.expansion, **common, **se)
     if block.type == "fused":

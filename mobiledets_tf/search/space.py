@@ -156,9 +156,9 @@ class SearchSpace:
             fail(where, f"it has {len(arch.blocks)} blocks, the skeleton has {len(self.layers)}")
         if arch.activation != self.activation:
             fail(where, f"its activation is {arch.activation}, the platform's is {self.activation}")
-        if arch.se_gate != "sigmoid" or arch.se_activation:
-            fail(where, f"its SE gate/activation ({arch.se_gate}, {arch.se_activation}) are not the "
-                        f"defaults (sigmoid, the block's activation)")
+        if arch.se_gate != "sigmoid" or arch.se_activation or arch.se_width != "round8":
+            fail(where, f"its SE gate/activation/width rule ({arch.se_gate}, {arch.se_activation}, "
+                        f"{arch.se_width}) are not the defaults (sigmoid, the block's activation, round8)")
         endpoints = {k: e.to_yaml() for k, e in arch.endpoints.items()}
         expected = {layer.endpoint: layer.index for layer in self.layers if layer.endpoint}
         if endpoints != expected:

@@ -3,6 +3,7 @@
     mobiledets-import --tf1_checkpoint=ssdlite_mobiledet_cpu_320x320_coco_2020_05_19/fp32/model.ckpt-400000 \
         --output=runs/zoo/mobiledet_cpu
     mobiledets-import --tf1_checkpoint=ssdlite_mobilenet_v2_coco_2018_05_09/model.ckpt --output=runs/zoo/mnv2
+    mobiledets-import --tf1_checkpoint=ssd_mobilenet_v3_small_coco_2020_01_14/model.ckpt --output=runs/zoo/mnv3s
     mobiledets-import --tf1_checkpoint=.../uint8/model.ckpt-400000 --output=... --print_mapping
 
 The architecture is read from the checkpoint's feature-extractor scope (or --arch), the class count

@@ -6,9 +6,12 @@ create (read from its feature extractors, feature-map generator and box predicto
   per block type in build order (`IBN`, `IBN_1`, ...; `IBNNoExpansion`, `FusedConv`, `TuckerConv`),
   inside which TF-slim names the convolutions `Conv`, `Conv_1`, `Conv_2` and the depthwise one
   `SeparableConv2d`; squeeze-and-excite is `SqueezeExcite/Conv` (+ `Conv_1`), with biases;
-- SSDLite MobileNetV2 (`FeatureExtractor/MobilenetV2`, TF-slim's mobilenet_v2): the stem and the
-  final 1x1 conv are `Conv` and `Conv_1`, the inverted bottlenecks `expanded_conv[_k]` with
-  `expand`, `depthwise`, `project`;
+- SSDLite MobileNetV2 and V3 (`FeatureExtractor/MobilenetV2`, `FeatureExtractor/MobilenetV3`,
+  TF-slim's mobilenet_v2 and mobilenet_v3): the stem and the final 1x1 conv are `Conv` and `Conv_1`,
+  the inverted bottlenecks `expanded_conv[_k]` with `expand`, `depthwise`, `project`, and V3's
+  squeeze-and-excite `squeeze_excite/Conv` (+ `Conv_1`), with biases. The zoo's MobileNetV3-Large and
+  -Small share the scope `MobilenetV3`; their C5 layers (`layer_17`, `layer_13`, which name the
+  extra layers) tell them apart;
 - the extra layers `{C5 name}_1_Conv2d_{i}_1x1_{d/2}`, `{C5 name}_2_Conv2d_{i}_3x3_s2_{d}_depthwise`
   and `..._3x3_s2_{d}` (i = 2..5), and the box predictor
   `BoxPredictor_{n}/{BoxEncodingPredictor,ClassPredictor}[_depthwise]`.
@@ -45,6 +48,8 @@ TF1_EXTRACTORS = {
     "mobiledet_edgetpu": TF1Extractor("MobileDetEdgeTPU", "mobiledet", "C5", 320),
     "mobiledet_gpu": TF1Extractor("MobileDetGPU", "mobiledet", "C5", 320),
     "mobilenet_v2": TF1Extractor("MobilenetV2", "mobilenet", "layer_19", 300),
+    "mobilenet_v3_large": TF1Extractor("MobilenetV3", "mobilenet", "layer_17", 320),
+    "mobilenet_v3_small": TF1Extractor("MobilenetV3", "mobilenet", "layer_13", 320),
 }
 
 
@@ -61,16 +66,24 @@ def tf1_extractor(arch_name: str) -> TF1Extractor:
 
 
 def arch_of_variables(names) -> str:
-    """The architecture whose feature extractor scope the TF1 variable names use."""
-    by_scope = {e.scope: arch for arch, e in TF1_EXTRACTORS.items()}
+    """The architecture whose feature extractor scope (and, where archs share one, C5 layer name)
+    the TF1 variable names use."""
+    scopes = sorted({e.scope for e in TF1_EXTRACTORS.values()})
     found = {name.split("/")[1] for name in names
              if name.startswith("FeatureExtractor/") and name.count("/") >= 2}
-    known = sorted(found & set(by_scope))
-    if len(known) != 1:
+    candidates = [arch for arch, e in sorted(TF1_EXTRACTORS.items()) if e.scope in found]
+    if len({TF1_EXTRACTORS[arch].scope for arch in candidates}) > 1:
+        candidates = []
+    if len(candidates) > 1:   # one scope, several networks: the extra layers name the C5 layer
+        candidates = [arch for arch in candidates if any(
+            name.startswith(f"FeatureExtractor/{TF1_EXTRACTORS[arch].scope}/{TF1_EXTRACTORS[arch].c5_name}_1_")
+            for name in names)]
+    if len(candidates) != 1:
         raise UnknownTF1ArchitectureError(
             f"cannot tell the architecture from the feature extractor scopes {sorted(found) or 'none'}; "
-            f"expected exactly one of {', '.join(sorted(by_scope))} (give --arch)")
-    return by_scope[known[0]]
+            f"expected exactly one of {', '.join(scopes)} (with MobilenetV3, extra layers named after "
+            f"layer_17 or layer_13) (give --arch)")
+    return candidates[0]
 
 
 class _ScopeCounter:
@@ -95,7 +108,7 @@ def _block_steps(spec: ArchSpec, index: int):
     block = spec.blocks[index]
     in_channels = spec.blocks[index - 1].filters if index else 3
     return block_plan(block.type, in_channels, block.filters, block.kernel, block.stride, block.expansion,
-                      block.input_rank_ratio, block.output_rank_ratio, block.se)
+                      block.input_rank_ratio, block.output_rank_ratio, block.se, spec.se_width)
 
 
 def _mobiledet_block_scopes(spec: ArchSpec, counter: _ScopeCounter, index: int) -> BlockScopes:
@@ -119,15 +132,22 @@ def _mobiledet_block_scopes(spec: ArchSpec, counter: _ScopeCounter, index: int) 
 
 
 def _mobilenet_block_scopes(spec: ArchSpec, counter: _ScopeCounter, index: int) -> BlockScopes:
-    """TF-slim's MobileNetV2: `Conv`/`Conv_1` convs, `expanded_conv[_k]/{expand,depthwise,project}`."""
+    """TF-slim's MobileNetV2/V3: `Conv`/`Conv_1` convs, `expanded_conv[_k]/{expand,depthwise,project}`,
+    squeeze-and-excite `expanded_conv[_k]/squeeze_excite/Conv(_1)`."""
     block = spec.blocks[index]
     if block.type == "conv":
         return [("conv", "bn", counter.next("Conv"))]
-    if block.type != "ibn" or block.se:
+    if block.type != "ibn":
         raise UnknownTF1ArchitectureError(
-            f"block {index}: TF-slim's MobileNetV2 has only plain convolutions and inverted bottlenecks")
-    scope = counter.next("expanded_conv")
-    return [(step.name, step.bn_name, f"{scope}/{step.name}") for step in _block_steps(spec, index)]
+            f"block {index}: TF-slim's MobileNets have only plain convolutions and inverted bottlenecks")
+    scope, scopes = counter.next("expanded_conv"), []
+    for step in _block_steps(spec, index):
+        if isinstance(step, SqueezeExciteStep):
+            scopes += [("se_reduce", None, f"{scope}/squeeze_excite/Conv"),
+                       ("se_expand", None, f"{scope}/squeeze_excite/Conv_1")]
+        else:
+            scopes.append((step.name, step.bn_name, f"{scope}/{step.name}"))
+    return scopes
 
 
 def _conv_scopes(keras_conv: str, tf1_scope: str, has_batch_norm: bool) -> Dict[str, str]:

@@ -1,0 +1,201 @@
+"""Benchmark: the three search rewards (absolute, mnas_soft, mnas_hard) at one latency target.
+
+    python benchmarks/reward_comparison.py --target_ms=25                        # hours on 2 CPUs
+    python benchmarks/reward_comparison.py --target_ms=25 --search_override=train.steps=500
+
+Runs `mobiledets-search` once per reward and seed (search.seed and train.seed = the seed) with the
+same config and budget, then measures every found architecture as the cost model's data was measured
+(`mobiledets-cost-model measure`: exported at the model's size and precision, fastest of the timed
+runs, with nothing else running), trains each standalone with one fixed recipe
+(`mobiledets-train --config=... --arch=FOUND.yaml`, then `mobiledets-eval`), and writes
+benchmarks/results/{name}.md: per reward, how far each search landed from the target (measured and
+predicted) and the standalone AP50 of what it found, with mean and standard deviation.
+
+Searches and trainings run --jobs at a time, each pinned to its own CPU (`taskset`); the latency
+measurement runs alone. Every stage writes its result into --work_dir and is skipped when that result
+exists, so an interrupted run resumes where it stopped.
+"""
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Sequence, Tuple
+
+import yaml
+from absl import app, flags
+
+REWARDS = ("absolute", "mnas_soft", "mnas_hard")
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART_SEARCH = os.path.join(REPO_ROOT, "configs", "experiments", "search_quickstart.yaml")
+
+WORK_DIR = flags.DEFINE_string("work_dir", "runs/reward_comparison", "Where searches, models and measurements go.")
+CONFIG = flags.DEFINE_string("config", QUICKSTART_SEARCH, "Search config (also the standalone recipe's base).")
+TARGET_MS = flags.DEFINE_float("target_ms", 25.0, "Latency target of every search (cost-model milliseconds).")
+REWARD_LIST = flags.DEFINE_list("rewards", list(REWARDS), "Rewards to compare.")
+SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Search seeds (search.seed and train.seed).")
+SEARCH_OVERRIDE = flags.DEFINE_list("search_override", [], "Config overrides of every search (key=value).")
+STANDALONE_OVERRIDE = flags.DEFINE_list("standalone_override", ["train.steps=1000"],
+                                        "Config overrides of every standalone training (key=value).")
+JOBS = flags.DEFINE_integer("jobs", 2, "Searches or trainings at once, each pinned to one CPU.")
+ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved timing passes of the latency measurement.")
+NAME = flags.DEFINE_string("name", "reward_comparison", "Result file stem under benchmarks/results/.")
+
+
+def run_key(reward: str, seed: str) -> str:
+    return f"{reward}_seed{seed}"
+
+
+def binary(name: str) -> str:
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+def run_pinned(commands: Sequence[Tuple[str, List[str]]], jobs: int) -> None:
+    """Runs (log path, command) pairs `jobs` at a time, each on its own CPU; stops on a failure."""
+    pending, running = list(commands), []
+    cpus = sorted(os.sched_getaffinity(0))[:jobs]
+    while pending or running:
+        free = [c for c in cpus if c not in {cpu for cpu, _, _ in running}]
+        while pending and free:
+            log_path, command = pending.pop(0)
+            cpu = free.pop(0)
+            print(f"[cpu {cpu}] {' '.join(command)}", flush=True)
+            with open(log_path, "w") as log:
+                process = subprocess.Popen(["taskset", "-c", str(cpu)] + command, stdout=log,
+                                           stderr=subprocess.STDOUT)
+            running.append((cpu, process, log_path))
+        time.sleep(5)
+        for entry in list(running):
+            cpu, process, log_path = entry
+            if process.poll() is not None:
+                running.remove(entry)
+                if process.returncode:
+                    for _, other, _ in running:
+                        other.kill()
+                    sys.exit(f"failed (exit {process.returncode}); see {log_path}")
+
+
+def search_dir(work_dir: str, key: str) -> str:
+    return os.path.join(work_dir, "search", key)
+
+
+def run_searches(work_dir: str, keys: Dict[str, Tuple[str, str]]) -> None:
+    commands = []
+    for key, (reward, seed) in keys.items():
+        model_dir = search_dir(work_dir, key)
+        if os.path.exists(os.path.join(model_dir, "searched_arch.yaml")):
+            continue
+        os.makedirs(model_dir, exist_ok=True)
+        overrides = [f"search.reward={reward}", f"search.seed={seed}", f"train.seed={seed}",
+                     *SEARCH_OVERRIDE.value]
+        commands.append((os.path.join(model_dir, "search.log"),
+                         [binary("mobiledets-search"), f"--config={CONFIG.value}", f"--model_dir={model_dir}",
+                          f"--target_ms={TARGET_MS.value}", f"--override={','.join(overrides)}"]))
+    run_pinned(commands, JOBS.value)
+
+
+def found_arch(work_dir: str, key: str) -> str:
+    """The found ArchSpec, renamed after its run (the measurement needs distinct names)."""
+    path = os.path.join(work_dir, "archs", f"{key}.yaml")
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(os.path.join(search_dir(work_dir, key), "searched_arch.yaml")) as f:
+            spec = yaml.safe_load(f)
+        spec["name"] = key
+        with open(path, "w") as f:
+            yaml.safe_dump(spec, f, sort_keys=False, default_flow_style=None, width=120)
+    return path
+
+
+def search_config(key_dir: str) -> dict:
+    with open(os.path.join(key_dir, "config.yaml")) as f:
+        return yaml.safe_load(f)
+
+
+def measure_latency(work_dir: str, keys) -> dict:
+    output = os.path.join(work_dir, "measured.json")
+    if not os.path.exists(output):
+        cost_model = search_config(search_dir(work_dir, next(iter(keys))))["search"]["cost_model"]
+        if not os.path.isabs(cost_model) and not os.path.exists(cost_model):
+            cost_model = os.path.join(REPO_ROOT, cost_model)
+        archs = ",".join(found_arch(work_dir, key) for key in keys)
+        subprocess.run([binary("mobiledets-cost-model"), "measure", f"--model={cost_model}", f"--arch={archs}",
+                        "--cpus=1", f"--rounds={ROUNDS.value}", f"--work_dir={os.path.join(work_dir, 'latency')}",
+                        f"--measure_output={output}"], check=True)
+    with open(output) as f:
+        return json.load(f)
+
+
+def train_standalone(work_dir: str, keys) -> None:
+    commands = []
+    for key in keys:
+        model_dir = os.path.join(work_dir, "standalone", key)
+        if os.path.exists(os.path.join(model_dir, "eval", "metrics.json")):
+            continue
+        os.makedirs(model_dir, exist_ok=True)
+        overrides = ",".join(STANDALONE_OVERRIDE.value)
+        train = [binary("mobiledets-train"), f"--config={CONFIG.value}", f"--arch={found_arch(work_dir, key)}",
+                 f"--model_dir={model_dir}"] + ([f"--override={overrides}"] if overrides else [])
+        # One pinned job per architecture: train, then evaluate, in one shell.
+        script = " && ".join(" ".join(part) for part in (train, [binary("mobiledets-eval"), f"--model_dir={model_dir}"]))
+        commands.append((os.path.join(model_dir, "standalone.log"), ["bash", "-c", script]))
+    run_pinned(commands, JOBS.value)
+
+
+def ap50(work_dir: str, key: str) -> float:
+    with open(os.path.join(work_dir, "standalone", key, "eval", "metrics.json")) as f:
+        return float(json.load(f)["AP50"])
+
+
+def mean_std(values: List[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.3f}" if values else "-"
+    return f"{statistics.mean(values):.3f} +- {statistics.stdev(values):.3f}"
+
+
+def report(work_dir: str, keys: Dict[str, Tuple[str, str]], measured: dict, elapsed_min: float) -> str:
+    by_name = {row["arch"]: row for row in measured}
+    target = TARGET_MS.value
+    lines = [f"# Search rewards at a {target:g} ms target (measured)", "",
+             f"command: `python {' '.join(sys.argv)}`  ", f"config: `{CONFIG.value}`, search overrides "
+             f"`{','.join(SEARCH_OVERRIDE.value) or '-'}`, standalone overrides `{','.join(STANDALONE_OVERRIDE.value)}`  ",
+             f"wall time: {elapsed_min:.0f} min", "",
+             "| reward | seed | predicted ms | measured ms (fastest run) | off target | standalone AP50 |",
+             "|---|---|---|---|---|---|"]
+    summary = {}
+    for key, (reward, seed) in keys.items():
+        row = by_name[key]
+        off = 100 * (row["measured_ms"] - target) / target
+        summary.setdefault(reward, []).append((abs(off), ap50(work_dir, key)))
+        lines.append(f"| {reward} | {seed} | {row['predicted_ms']:.2f} | {row['measured_ms']:.2f} | {off:+.1f}% | "
+                     f"{ap50(work_dir, key):.3f} |")
+    lines += ["", "| reward | mean abs. distance from the target | standalone AP50 |", "|---|---|---|"]
+    for reward, rows in summary.items():
+        lines.append(f"| {reward} | {statistics.mean(d for d, _ in rows):.1f}% | {mean_std([a for _, a in rows])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    del argv
+    for reward in REWARD_LIST.value:
+        if reward not in REWARDS:
+            sys.exit(f"unknown reward {reward!r}; expected among {', '.join(REWARDS)}")
+    if not shutil.which("taskset"):
+        sys.exit("taskset (util-linux) is needed to pin each job to one CPU")
+    started, work_dir = time.time(), WORK_DIR.value
+    keys = {run_key(r, s): (r, s) for r in REWARD_LIST.value for s in SEEDS.value}
+    run_searches(work_dir, keys)
+    measured = measure_latency(work_dir, keys)
+    train_standalone(work_dir, keys)
+    text = report(work_dir, keys, measured, (time.time() - started) / 60)
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    with open(os.path.join(RESULTS_DIR, f"{NAME.value}.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -115,18 +115,29 @@ def search_config(key_dir: str) -> dict:
         return yaml.safe_load(f)
 
 
-def measure_latency(work_dir: str, keys) -> dict:
+def measure_latency(work_dir: str, keys) -> list:
+    """The cost-model measurement of every found architecture; only those not yet measured are timed."""
     output = os.path.join(work_dir, "measured.json")
-    if not os.path.exists(output):
-        cost_model = search_config(search_dir(work_dir, next(iter(keys))))["search"]["cost_model"]
+    rows = []
+    if os.path.exists(output):
+        with open(output) as f:
+            rows = json.load(f)
+    missing = [key for key in keys if key not in {row["arch"] for row in rows}]
+    if missing:
+        cost_model = search_config(search_dir(work_dir, missing[0]))["search"]["cost_model"]
         if not os.path.isabs(cost_model) and not os.path.exists(cost_model):
             cost_model = os.path.join(REPO_ROOT, cost_model)
-        archs = ",".join(found_arch(work_dir, key) for key in keys)
+        archs = ",".join(found_arch(work_dir, key) for key in missing)
+        new_rows = os.path.join(work_dir, "measured_new.json")
         subprocess.run([binary("mobiledets-cost-model"), "measure", f"--model={cost_model}", f"--arch={archs}",
                         "--cpus=1", f"--rounds={ROUNDS.value}", f"--work_dir={os.path.join(work_dir, 'latency')}",
-                        f"--measure_output={output}"], check=True)
-    with open(output) as f:
-        return json.load(f)
+                        f"--measure_output={new_rows}"], check=True)
+        with open(new_rows) as f:
+            rows += json.load(f)
+        with open(output, "w") as f:
+            json.dump(rows, f, indent=1)
+        os.remove(new_rows)
+    return rows
 
 
 def train_standalone(work_dir: str, keys) -> None:
@@ -156,13 +167,26 @@ def mean_std(values: List[float]) -> str:
     return f"{statistics.mean(values):.3f} +- {statistics.stdev(values):.3f}"
 
 
-def report(work_dir: str, keys: Dict[str, Tuple[str, str]], measured: dict, elapsed_min: float) -> str:
+def cpu_description() -> str:
+    """The CPU model and its vector extensions, from /proc/cpuinfo (Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return "unknown CPU"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    extensions = [name for name in ("avx2", "fma", "avx512f", "avx512_vnni") if name in flags]
+    return f"{model}, {os.cpu_count()} CPUs, {' '.join(extensions) or 'no AVX2'}"
+
+
+def report(work_dir: str, keys: Dict[str, Tuple[str, str]], measured: list, elapsed_min: float) -> str:
     by_name = {row["arch"]: row for row in measured}
     target = TARGET_MS.value
     lines = [f"# Search rewards at a {target:g} ms target (measured)", "",
              f"command: `python {' '.join(sys.argv)}`  ", f"config: `{CONFIG.value}`, search overrides "
              f"`{','.join(SEARCH_OVERRIDE.value) or '-'}`, standalone overrides `{','.join(STANDALONE_OVERRIDE.value)}`  ",
-             f"wall time: {elapsed_min:.0f} min", "",
+             f"CPU: {cpu_description()}  ", f"wall time of this invocation: {elapsed_min:.0f} min", "",
              "| reward | seed | predicted ms | measured ms (fastest run) | off target | standalone AP50 |",
              "|---|---|---|---|---|---|"]
     summary = {}

@@ -6,7 +6,7 @@
         --work_dir=/tmp/baseline_models)
     python benchmarks/int8_vs_float_cpu.py --baseline_dir=/tmp/baseline_models --baseline_commit=COMMIT
 
-Exports the six detectors (untrained weights, 320x320, 90 classes; `latency_table.py --export_only`
+Exports the eight detectors of `latency_table.py` (untrained weights, 320x320, 90 classes; `latency_table.py --export_only`
 in a child process) at float32 and int8, then times them and the baseline's files with the package's
 local backend in interleaved rounds (1 thread, XNNPACK, pinned to one CPU, samples pooled per model),
 so that both sets see the same machine. Writes benchmarks/results/{name}.md with, per architecture,
@@ -23,7 +23,7 @@ import time
 from absl import app, flags
 
 ARCHITECTURES = ("mobiledet_cpu", "mobiledet_edgetpu", "mobiledet_dsp", "mobiledet_gpu",
-                 "mobilenet_v2", "mobilenet_v3_large")
+                 "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "mnasnet_a1")
 PRECISIONS = ("float32", "int8")
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 LATENCY_TABLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "latency_table.py")
@@ -77,7 +77,7 @@ def main(argv):
     def ms(name, arch, precision):
         return by_key[(name, arch, precision)].median_ms
 
-    lines = [f"# int8 vs float32 on this CPU, before and after", "",
+    lines = ["# int8 vs float32 on this CPU, before and after", "",
              f"CPU: {cpu_name()} ({os.cpu_count()} CPUs), vector extensions: {vector_extensions()}  ",
              f"Command: python {' '.join(sys.argv)}  ",
              f"Baseline: {os.path.abspath(BASELINE_DIR.value)}"

@@ -25,8 +25,10 @@ took) and the op-type counts of each pair (whether the graphs match op for op). 
 tables of each run are written beside it ({name}_rows_run{k}.md/.csv/.json).
 
 Complete detectors are not compared: Model Garden has no SSDLite head for MobileDet.
-Known graph differences, both deliberate: in int8 the package's hard-swish is MUL, ADD+RELU6, MUL
-(run by XNNPACK) where Model Garden's converts to HARD_SWISH (left to TFLite's kernel on x86); and
+Known graph differences, both deliberate: in int8 the package's hard-swish is ADD+RELU6 and MUL, its
+1/6 folded into quantization scales (`mobiledets_tf.export.scale_folding`; both are run by XNNPACK),
+where Model Garden's converts to HARD_SWISH (left to TFLite's kernel on x86; the same conversion
+settings, folding included, find nothing to fold in it); and
 MobileDet-DSP's block 20 keeps its residual ADD as in TF1, which Model Garden's spec drops.
 """
 import collections

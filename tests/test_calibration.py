@@ -44,8 +44,9 @@ def test_int8_decomposed_hard_swish_gets_the_ranges_its_tensors_take():
     model = _conv_hard_swish_conv()
     function = tf.function(lambda x: model(x, training=False),
                            input_signature=[tf.TensorSpec([1, SIZE, SIZE, 3], tf.float32)])
-    concrete = trace_in_form(function, "int8")   # the decomposed form: MUL, ADD+RELU6, MUL
-    ops = _op_tensors(convert_function(concrete, holding_variables(model.variables), "int8", _images()))
+    concrete = trace_in_form(function, "int8")   # the decomposed form: MUL, ADD+RELU6, MUL (unfolded)
+    ops = _op_tensors(convert_function(concrete, holding_variables(model.variables), "int8", _images(),
+                                       fold_scalar_muls=False))
     conv_scale, conv_zero = next(outputs[0] for name, _, outputs in ops if name == "CONV_2D")
     by_constant = [(inputs, outputs) for name, inputs, outputs in ops
                    if name == "MUL" and inputs[0][0] == pytest.approx(conv_scale)]

@@ -98,7 +98,7 @@ def test_every_architecture_exports_at_every_precision(arch, tiny_data_dir, tmp_
         # (MobileNetV3's QAT hard-sigmoid gate included: its intermediate tensors are fake-quantized).
         assert report.only_int8_except_postprocess, (precision, report.float_ops)
         assert report.float_ops == TAIL
-        # Hard-swish is exported as MUL, ADD (RELU6), MUL: everything else maps to the Edge TPU.
+        # Hard-swish is exported as ADD (RELU6) and MUL (its 1/6 folded): everything maps to the Edge TPU.
         assert "HARD_SWISH" not in {v.op for v in report.operators}
         assert report.ops_on_cpu == 3 and report.edgetpu_subgraphs == 1
         assert {v.status for v in report.operators[:-3]} == {"Mapped to Edge TPU"}
@@ -161,7 +161,7 @@ def _op_counts(model) -> collections.Counter:
     return collections.Counter(v.op for v in model.report.operators)
 
 
-def test_hard_swish_exports_decomposed_for_int8_and_fused_for_float_or_on_request(tiny_data_dir, tmp_path):
+def test_hard_swish_exports_decomposed_and_folded_for_int8_and_fused_for_float_or_on_request(tiny_data_dir, tmp_path):
     config = _config("mobiledet_cpu", 160)
     data = resolve_data(config)
     checkpoint = _checkpoint(config, tmp_path)
@@ -169,17 +169,27 @@ def test_hard_swish_exports_decomposed_for_int8_and_fused_for_float_or_on_reques
                             for layer in SSDLiteDetector.from_config(config.model).model.layers)
     default = export_detector(config, checkpoint, data, str(tmp_path / "default"), ["float32", "int8"],
                               num_calibration_images=2, saved_model=False)
+    unfolded = export_detector(config, checkpoint, data, str(tmp_path / "unfolded"), ["int8"],
+                               num_calibration_images=2, saved_model=False, fold_scalar_muls=False)
     fused = export_detector(config, checkpoint, data, str(tmp_path / "fused"), ["int8"],
                             num_calibration_images=2, saved_model=False, hard_swish_form="fused")
-    float_ops, int8_ops, fused_ops = (_op_counts(m) for m in (default["float32"], default["int8"], fused["int8"]))
+    float_ops, int8_ops, unfolded_ops, fused_ops = (
+        _op_counts(m) for m in (default["float32"], default["int8"], unfolded["int8"], fused["int8"]))
     assert float_ops["HARD_SWISH"] == fused_ops["HARD_SWISH"] == hard_swish_layers > 0
-    # int8 by default: each hard-swish is MUL(x, 1/6), ADD(x, 3) with fused RELU6, MUL.
-    assert int8_ops["HARD_SWISH"] == 0
-    assert int8_ops["MUL"] == fused_ops["MUL"] + 2 * hard_swish_layers
-    assert int8_ops["ADD"] == fused_ops["ADD"] + hard_swish_layers
-    assert default["int8"].report.only_int8_except_postprocess
-    # XNNPACK runs the decomposed int8 graph in one partition; the int8 HARD_SWISH ops it leaves out.
-    _check_xnnpack_takes_everything_but_the_input_and_postprocess(default["int8"].tflite_path)
+    # int8 by default: each hard-swish is ADD(x, 3) with fused RELU6 and MUL, its 1/6 folded into the
+    # quantization scales of what reads it; --nofold_scalar_muls keeps MUL(x, 1/6).
+    assert int8_ops["HARD_SWISH"] == unfolded_ops["HARD_SWISH"] == 0
+    assert unfolded_ops["MUL"] == fused_ops["MUL"] + 2 * hard_swish_layers
+    assert int8_ops["MUL"] == fused_ops["MUL"] + hard_swish_layers
+    assert int8_ops["ADD"] == unfolded_ops["ADD"] == fused_ops["ADD"] + hard_swish_layers
+    for model in (default["int8"], unfolded["int8"]):
+        assert model.report.only_int8_except_postprocess
+        # XNNPACK runs the decomposed int8 graph in one partition; the int8 HARD_SWISH ops it leaves out.
+        _check_xnnpack_takes_everything_but_the_input_and_postprocess(model.tflite_path)
+    # Folding changes no result: the detections of both files on a validation image agree.
+    image = _val_images(data, 160, 1)[0]
+    folded_result, unfolded_result = _run(default["int8"].tflite_path, image), _run(unfolded["int8"].tflite_path, image)
+    np.testing.assert_allclose(folded_result["detection_scores"], unfolded_result["detection_scores"], atol=0.02)
     one_op = _delegation(fused["int8"].tflite_path)
     assert one_op.outside["HARD_SWISH"] == hard_swish_layers and one_op.partitions > 1
     assert one_op.reasons["HARD_SWISH"] == "int8: XNNPACK runs HARD_SWISH in float only"

@@ -15,6 +15,9 @@ by default "decomposed" for int8 (MUL, ADD+RELU6, MUL, which the CPU delegate XN
 where it leaves the int8 HARD_SWISH op to TFLite's scalar kernel on x86) and "fused" for the float
 precisions (one HARD_SWISH op, which XNNPACK runs fast in float). An int8_qat model's form was fixed
 when its QAT run started (`model.qat_activation_form`), so it takes no `hard_swish_form`.
+int8 and int8_qat graphs then lose their multiplications by a constant scalar (hard-swish's and the
+hard-sigmoid gate's 1/6), folded into quantization scales (`mobiledets_tf.export.scale_folding`:
+the same integers, elementwise ops fewer); `fold_scalar_muls=False` keeps them.
 The detection outputs stay float32: the postprocess op only takes float or uint8 inputs, so the
 converter puts DEQUANTIZE ops in front of it; without the postprocess op (`postprocess=False`) the raw
 box encodings and class logits are the float32 outputs.
@@ -24,9 +27,11 @@ from typing import Callable, Iterable, Iterator, List, Optional
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from mobiledets_tf.export.calibration import calibrated_without_shared_buffers
 from mobiledets_tf.export.inference_graph import DetectionExportModule
+from mobiledets_tf.export.scale_folding import fold_scalar_multiplications
 from mobiledets_tf.layers.activations import check_hard_swish_form, hard_swish_form as traced_in_form
 
 PRECISIONS = ("float32", "float16", "int8", "int8_qat")
@@ -143,17 +148,27 @@ def run_converter(converter: tf.lite.TFLiteConverter, precision: str) -> bytes:
                               f"{message[0] if message else type(e).__name__}") from e
 
 
+def with_scalar_muls_folded(model_bytes: bytes, precision: str, fold_scalar_muls: bool = True) -> bytes:
+    """An int8 or int8_qat flatbuffer with its scalar multiplications folded (module docstring)."""
+    if not (fold_scalar_muls and precision.startswith("int8")):
+        return model_bytes
+    model_bytes, folded = fold_scalar_multiplications(model_bytes)
+    logging.info("Folded %d multiplications by a constant into quantization scales", folded)
+    return model_bytes
+
+
 def convert(module: DetectionExportModule, precision: str,
             representative_images: Optional[List[np.ndarray]] = None, postprocess: bool = True,
-            hard_swish_form: Optional[str] = None) -> bytes:
+            hard_swish_form: Optional[str] = None, fold_scalar_muls: bool = True) -> bytes:
     """The .tflite flatbuffer of `module.tflite_detect` (`module.tflite_raw`) at `precision`."""
     converter = converter_for(module, precision, representative_images, postprocess, hard_swish_form)
-    return run_converter(converter, precision)
+    return with_scalar_muls_folded(run_converter(converter, precision), precision, fold_scalar_muls)
 
 
 def convert_function(concrete: tf.types.experimental.ConcreteFunction, trackable: tf.Module, precision: str,
-                     representative_images: Optional[List[np.ndarray]] = None) -> bytes:
+                     representative_images: Optional[List[np.ndarray]] = None,
+                     fold_scalar_muls: bool = True) -> bytes:
     """The .tflite flatbuffer of any image model's `concrete` function at `precision`, with this
     package's settings (trace it with `trace_in_form` to get the package's hard-swish form)."""
     converter = converter_for_function(concrete, trackable, precision, representative_images)
-    return run_converter(converter, precision)
+    return with_scalar_muls_folded(run_converter(converter, precision), precision, fold_scalar_muls)

@@ -7,7 +7,9 @@ semantics; the anchors of a raw model). `write_exports` writes, for one detector
 - `saved_model/`: TensorFlow serving signature (uint8 images of any batch -> detections);
 - `{name}_{precision}.tflite` (`{name}_{precision}_raw.tflite` without the postprocess op, plus
   `{name}_anchors.csv`); hard-swish in the op form that runs fast on CPUs at each precision
-  ("decomposed" for int8, "fused" otherwise; `hard_swish_form` picks one for every precision);
+  ("decomposed" for int8, "fused" otherwise; `hard_swish_form` picks one for every precision), and
+  in int8 and int8_qat without multiplications by a constant scalar, folded into quantization scales
+  (`fold_scalar_muls=False` keeps them);
 - `{name}_{precision}.model.json`: the model card (architecture, input size, precision,
   multiply-adds, parameters) that latency tables read;
 - `labels.txt`: one class name per class index (`???` for ids missing from the label map);
@@ -120,13 +122,15 @@ def _save_saved_model(module: DetectionExportModule, path: str) -> None:
 def tflite_model_bytes(detector: SSDLiteDetector, precision: str, labels: Sequence[str],
                        nms: NmsSettings = NmsSettings(), calibration_images=None,
                        postprocess: bool = True, name: str = "",
-                       description: str = "", hard_swish_form: Optional[str] = None) -> bytes:
+                       description: str = "", hard_swish_form: Optional[str] = None,
+                       fold_scalar_muls: bool = True) -> bytes:
     """The .tflite file of a batch-1 `detector` at `precision`, with its metadata (see the module
     docstring); int8 needs `calibration_images` ([1, S, S, 3] in [-1, 1]). `hard_swish_form`:
-    "fused" or "decomposed" (default: the precision's, see `mobiledets_tf.export.converter`)."""
+    "fused" or "decomposed" (default: the precision's, see `mobiledets_tf.export.converter`);
+    `fold_scalar_muls`: fold int8 multiplications by a constant into quantization scales."""
     module = DetectionExportModule(detector, nms)
     model_bytes = convert(module, precision, calibration_images, postprocess=postprocess,
-                          hard_swish_form=hard_swish_form)
+                          hard_swish_form=hard_swish_form, fold_scalar_muls=fold_scalar_muls)
     name = name or f"{detector.arch.name}_{detector.input_size}_{precision}"
     description = description or (
         f"SSDLite {detector.arch.name} detector, {detector.input_size}x{detector.input_size}, "
@@ -142,7 +146,8 @@ def write_exports(detector: SSDLiteDetector, output_dir: str, precisions: Sequen
                   labels: Sequence[str], nms: NmsSettings = NmsSettings(), name: Optional[str] = None,
                   calibration_images=None, saved_model: bool = True, edgetpu: bool = False,
                   edgetpu_compiler: Optional[str] = None, postprocess: bool = True,
-                  hard_swish_form: Optional[str] = None) -> Dict[str, ExportedModel]:
+                  hard_swish_form: Optional[str] = None,
+                  fold_scalar_muls: bool = True) -> Dict[str, ExportedModel]:
     """Writes the files of a batch-1 `detector` at each precision; returns them by precision."""
     for precision in precisions:
         resolve_hard_swish_form(precision, hard_swish_form)   # a bad combination fails before any work
@@ -162,7 +167,8 @@ def write_exports(detector: SSDLiteDetector, output_dir: str, precisions: Sequen
         logging.info("Converting to %s", precision)
         model_bytes = tflite_model_bytes(detector, precision, labels, nms, calibration_images,
                                          postprocess, name=f"{name}_{precision}{suffix}",
-                                         hard_swish_form=hard_swish_form)
+                                         hard_swish_form=hard_swish_form,
+                                         fold_scalar_muls=fold_scalar_muls)
         path = os.path.join(output_dir, f"{name}_{precision}{suffix}.tflite")
         fileio.write_bytes_atomically(path, model_bytes)
         logging.info("Wrote %s (%.2f MB)", path, len(model_bytes) / 1e6)
@@ -188,8 +194,8 @@ def export_detector(config: ExperimentConfig, checkpoint: str, data: DataSources
                     name: Optional[str] = None, num_calibration_images: int = 100,
                     saved_model: bool = True, edgetpu: bool = False,
                     edgetpu_compiler: Optional[str] = None, calibration_data: str = "",
-                    postprocess: bool = True,
-                    hard_swish_form: Optional[str] = None) -> Dict[str, ExportedModel]:
+                    postprocess: bool = True, hard_swish_form: Optional[str] = None,
+                    fold_scalar_muls: bool = True) -> Dict[str, ExportedModel]:
     """Restores `checkpoint` into the detector of `config` at batch 1 and writes its exports;
     int8 is calibrated on `calibration_data` (default: the training TFRecords)."""
     check_precisions(precisions, config.model.quantization)
@@ -204,7 +210,7 @@ def export_detector(config: ExperimentConfig, checkpoint: str, data: DataSources
                                             num_calibration_images)
     labels = names_by_class_index(data.label_map, m.num_classes, missing="???")
     return write_exports(detector, output_dir, precisions, labels, nms, name, calibration, saved_model,
-                         edgetpu, edgetpu_compiler, postprocess, hard_swish_form)
+                         edgetpu, edgetpu_compiler, postprocess, hard_swish_form, fold_scalar_muls)
 
 
 def save_report_files(report: CompatibilityReport, stem: str) -> None:

@@ -167,26 +167,14 @@ def mean_std(values: List[float]) -> str:
     return f"{statistics.mean(values):.3f} +- {statistics.stdev(values):.3f}"
 
 
-def cpu_description() -> str:
-    """The CPU model and its vector extensions, from /proc/cpuinfo (Linux)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-    except OSError:
-        return "unknown CPU"
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    extensions = [name for name in ("avx2", "fma", "avx512f", "avx512_vnni") if name in flags]
-    return f"{model}, {os.cpu_count()} CPUs, {' '.join(extensions) or 'no AVX2'}"
-
-
 def report(work_dir: str, keys: Dict[str, Tuple[str, str]], measured: list, elapsed_min: float) -> str:
+    from mobiledets_tf.benchmark.local import cpu_name, vector_extensions
     by_name = {row["arch"]: row for row in measured}
     target = TARGET_MS.value
     lines = [f"# Search rewards at a {target:g} ms target (measured)", "",
              f"command: `python {' '.join(sys.argv)}`  ", f"config: `{CONFIG.value}`, search overrides "
              f"`{','.join(SEARCH_OVERRIDE.value) or '-'}`, standalone overrides `{','.join(STANDALONE_OVERRIDE.value)}`  ",
-             f"CPU: {cpu_description()}  ", f"wall time of this invocation: {elapsed_min:.0f} min", "",
+             f"CPU: {cpu_name()} ({os.cpu_count()} CPUs), vector extensions: {vector_extensions()}  ", f"wall time of this invocation: {elapsed_min:.0f} min", "",
              "| reward | seed | predicted ms | measured ms (fastest run) | off target | standalone AP50 |",
              "|---|---|---|---|---|---|"]
     summary = {}

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from mobiledets_tf.export.converter import convert_function, holding_variables, trace_in_form
-from mobiledets_tf.export.flatbuffer_model import read_model
+from mobiledets_tf.export.flatbuffer_model import as_bytes, read_model
 from mobiledets_tf.export.scale_folding import fold_scalar_multiplications
 from mobiledets_tf.export.tflite_model import read_tflite
 from mobiledets_tf.keras import keras
@@ -120,7 +120,7 @@ def test_convolutions_after_the_product_absorb_it_in_their_weight_scales():
     folded, count = fold_scalar_multiplications(unfolded)
     assert count == _scalar_muls(unfolded) == 5 and _scalar_muls(folded) == 0
     graph, old_graph = read_model(folded).subgraphs[0], read_model(unfolded).subgraphs[0]
-    old_tensors = {t.name.decode() if isinstance(t.name, bytes) else t.name: t for t in old_graph.tensors}
+    old_tensors = {as_bytes(t.name): t for t in old_graph.tensors}
     # The convolution after the pooled product takes the 0.25 in its weight scales, as those after a
     # hard-swish take its 1/6 (expand, depthwise, and SE reduce through the MEAN); the projection reads
     # hard-swish x gate and takes both sixths.
@@ -128,7 +128,7 @@ def test_convolutions_after_the_product_absorb_it_in_their_weight_scales():
     ratios = []
     for op in convolutions:
         weights = graph.tensors[op.inputs[1]]
-        old = old_tensors[weights.name.decode() if isinstance(weights.name, bytes) else weights.name]
+        old = old_tensors[as_bytes(weights.name)]
         ratio = np.asarray(weights.quantization.scale) / np.asarray(old.quantization.scale)
         assert np.ptp(ratio) <= 1e-6 * ratio.max()
         ratios.append(round(float(ratio[0]), 5))

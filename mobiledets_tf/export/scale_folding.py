@@ -50,7 +50,7 @@ class _Plan:
 
 
 class _Graph:
-    """One subgraph with its producers and consumers, edited in place."""
+    """One subgraph and the (op, input slot) pairs that read each tensor, edited in place."""
 
     def __init__(self, model: "tfl.ModelT"):
         self.model = model

@@ -183,8 +183,14 @@ def test_tfmot_quantizes_every_detector(arch):
             expected = ({"scaled", "gate"} if isinstance(layer, HardSwish) else
                         {"shifted", "gate"} if layer.gate == "hard_sigmoid" else set())
             assert set(qat_layer.intermediates.ranges) == expected
+            # The sigmoid's output on the fixed grid of TFLite's int8 LOGISTIC.
+            fixed = {"sigmoid"} if getattr(layer, "gate", None) == "sigmoid" else set()
+            assert set(qat_layer.intermediates.fixed) == fixed
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.Add, keras.layers.ReLU)):
             assert layer.name in wrapped, f"{layer.name} is not quantized"
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):   # also before a ReLU
+            assert any(w.name.endswith("kernel_min:0") for w in wrapped[layer.name].weights), \
+                f"{layer.name}'s weights are not fake-quantized"
     # tfmot rebuilds the graph; every layer still reads its inputs in the float model's order (a
     # nested Concatenate once came back with its inputs swapped, permuting the anchors).
     for layer in detector.model.layers:

@@ -4,7 +4,8 @@ The gate (`x * sigmoid(s)` for MobileDets, `x * hard_sigmoid(s)` for MobileNetV3
 layer so that the whole block quantizes with tfmot: its QuantizeConfig (in
 `mobiledets_tf.quantization.configs`) fake-quantizes the gated output, and the TFLite converter lowers
 it to LOGISTIC + MUL (MobileNetV3: ADD with fused RELU6, MUL, MUL) in int8. `gated` takes the
-`quantize(name, tensor)` hook of `mobiledets_tf.layers.activations.hard_sigmoid` for QAT.
+`quantize(name, tensor)` hook of `mobiledets_tf.layers.activations.hard_sigmoid` for QAT (which
+also sees the sigmoid's output, as "sigmoid").
 """
 import tensorflow as tf
 
@@ -28,7 +29,10 @@ class SqueezeExciteGate(keras.layers.Layer):
 
     def gated(self, inputs, quantize: Quantize = unquantized):
         features, logits = inputs
-        weights = tf.sigmoid(logits) if self.gate == "sigmoid" else hard_sigmoid(logits, quantize)
+        if self.gate == "sigmoid":
+            weights = quantize("sigmoid", tf.sigmoid(logits))
+        else:
+            weights = hard_sigmoid(logits, quantize)
         return features * weights
 
     def get_config(self):

@@ -6,10 +6,14 @@ ranges) by `OutputQuantizeConfig`. In the "decomposed" activation form (the defa
 `model.qat_activation_form`), they are replaced by `QATHardSwish` / `QATSqueezeExciteGate`, which also
 fake-quantize the intermediate tensors at the positions the int8 graph has them:
 hard-swish `(x * 1/6) * relu6(x + 3)` after `x * 1/6` and after `relu6(x + 3)`; the hard-sigmoid gate
-after `relu6(s + 3)` and after the `/ 6`. The converter then emits every one of those ops in int8
-(MUL, ADD with fused RELU6, MUL), all of which the CPU delegate (XNNPACK) runs. In the "fused" form
-only the outputs are fake-quantized: hard-swish converts to one int8 HARD_SWISH op and the
-hard-sigmoid gate's inner ops stay float.
+after `relu6(s + 3)` and after the `/ 6`; the sigmoid gate after `sigmoid(s)`, on the fixed grid of
+TFLite's int8 LOGISTIC (k / 256 for k = 0..255, `SIGMOID_OUTPUT_RANGE`). Without that last one the
+QAT model multiplies by the exact sigmoid where its int8 file multiplies by the rounded one: the
+first difference between the two, which then grows through every later block. The converter then
+emits every one of those ops in int8 (MUL, ADD with fused RELU6, MUL, LOGISTIC), all of which the
+CPU delegate (XNNPACK) runs. In the "fused" form only the outputs are fake-quantized: hard-swish
+converts to one int8 HARD_SWISH op and the hard-sigmoid gate's inner ops stay float. The scheme's
+layout transform (`layout.py`) keeps the weight quantization of convolutions followed by a ReLU.
 """
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
@@ -22,6 +26,7 @@ from mobiledets_tf.keras import keras
 from mobiledets_tf.layers.activations import HardSwish, hard_swish
 from mobiledets_tf.layers.squeeze_excite import SqueezeExciteGate
 from mobiledets_tf.layers.concatenation import AnchorConcatenate
+from mobiledets_tf.quantization.layout import QuantizeLayoutTransform
 
 quantizers = tfmot.quantization.keras.quantizers
 QAT_ACTIVATION_FORMS = ("decomposed", "fused")
@@ -54,19 +59,33 @@ class OutputQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         return {}
 
 
-class IntermediateFakeQuant:
-    """Fake-quantization of named intermediate tensors of a weightless layer, with range variables
-    `{name}_min` / `{name}_max` owned by that layer."""
+# TFLite's int8 LOGISTIC always writes scale 1/256, zero point -128: the values k / 256, k = 0..255.
+SIGMOID_OUTPUT_RANGE = (0.0, 255.0 / 256.0)
 
-    def __init__(self, layer: keras.layers.Layer, names):
+
+def sigmoid_output_quantizer() -> "quantizers.Quantizer":
+    """The fixed 8-bit grid of TFLite's int8 LOGISTIC output (`SIGMOID_OUTPUT_RANGE`)."""
+    return quantizers.FixedQuantizer(num_bits=8, init_min=SIGMOID_OUTPUT_RANGE[0],
+                                     init_max=SIGMOID_OUTPUT_RANGE[1], narrow_range=False)
+
+
+class IntermediateFakeQuant:
+    """Fake-quantization of named intermediate tensors of a weightless layer: moving-average ranges
+    (variables `{name}_min` / `{name}_max` owned by that layer) for `names`, fixed quantizers for
+    `fixed` (name -> quantizer)."""
+
+    def __init__(self, layer: keras.layers.Layer, names, fixed=None):
         self.quantizer = activation_quantizer()
         self.ranges = {name: self.quantizer.build(None, name, layer) for name in names}
+        self.fixed = dict(fixed or {})
 
     def hook(self, training):
         """A `quantize(name, tensor)` function for the activations' formulas (training None: inference)."""
         training = False if training is None else training
 
         def quantize(name, tensor):
+            if name in self.fixed:
+                return self.fixed[name](tensor, training, weights={})
             if isinstance(training, bool):
                 return self.quantizer(tensor, training, weights=self.ranges[name])
             return tf.cond(tf.cast(training, tf.bool),
@@ -87,11 +106,14 @@ class QATHardSwish(HardSwish):
 
 
 class QATSqueezeExciteGate(SqueezeExciteGate):
-    """The squeeze-and-excite gate with the hard-sigmoid's intermediate tensors fake-quantized."""
+    """The squeeze-and-excite gate with the hard-sigmoid's intermediate tensors, or the sigmoid's
+    output, fake-quantized."""
 
     def build(self, input_shape):
-        names = ("shifted", "gate") if self.gate == "hard_sigmoid" else ()
-        self.intermediates = IntermediateFakeQuant(self, names)
+        if self.gate == "hard_sigmoid":
+            self.intermediates = IntermediateFakeQuant(self, ("shifted", "gate"))
+        else:
+            self.intermediates = IntermediateFakeQuant(self, (), {"sigmoid": sigmoid_output_quantizer()})
         super().build(input_shape)
 
     def call(self, inputs, training=None):
@@ -151,7 +173,11 @@ class QuantizeRegistry(Default8BitQuantizeRegistry):
 
 
 class QuantizeScheme(Default8BitQuantizeScheme):
-    """tfmot's default 8-bit scheme with `QuantizeRegistry`."""
+    """tfmot's default 8-bit scheme with `QuantizeRegistry` and `layout.QuantizeLayoutTransform`
+    (convolutions before a ReLU keep their weight quantization)."""
+
+    def get_layout_transformer(self):
+        return QuantizeLayoutTransform()
 
     def get_quantize_registry(self):
         return QuantizeRegistry()

@@ -13,8 +13,6 @@ from the weights at every training step and leaves at [-6, 6] before the first, 
 weights too, so the model is already a faithful int8 simulation before it trains. The input
 quantizer (a fixed [-1, 1], see `qat.py`) is left as it is.
 """
-import contextlib
-
 from typing import Dict, Iterable
 
 import tensorflow as tf
@@ -22,6 +20,7 @@ from absl import logging
 from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
 
 from mobiledets_tf.keras import keras
+from mobiledets_tf.quantization.patching import patched_attributes
 
 
 class _RangeRecorder:
@@ -46,29 +45,21 @@ class _RangeRecorder:
         return len(self.ranges)
 
 
-@contextlib.contextmanager
 def _float_graph_recording_ranges(recorder: _RangeRecorder):
-    """Fake quantization off (weights and inputs pass through); moving-average ranges recorded,
-    weight ranges set from the weights (as a training step sets them)."""
+    """A context in which fake quantization is off (weights and inputs pass through), moving-average
+    ranges are recorded, and weight ranges are set from the weights (as a training step sets them)."""
     def passthrough(inputs, *args, **kwargs):
         return inputs
 
-    originals = {name: getattr(quant_ops, name)
-                 for name in ("MovingAvgQuantize", "LastValueQuantize", "AllValuesQuantize")}
+    last_value_quantize = quant_ops.LastValueQuantize
 
     def weight_ranges_from_weights(inputs, *args, **kwargs):
-        originals["LastValueQuantize"](inputs, *args, **dict(kwargs, is_training=True))
+        last_value_quantize(inputs, *args, **dict(kwargs, is_training=True))
         return inputs
 
-    patched = {"MovingAvgQuantize": recorder.moving_average_quantize,
-               "LastValueQuantize": weight_ranges_from_weights, "AllValuesQuantize": passthrough}
-    for name, function in patched.items():
-        setattr(quant_ops, name, function)
-    try:
-        yield
-    finally:
-        for name, function in originals.items():
-            setattr(quant_ops, name, function)
+    return patched_attributes(quant_ops, {
+        "MovingAvgQuantize": recorder.moving_average_quantize, "LastValueQuantize": weight_ranges_from_weights,
+        "AllValuesQuantize": passthrough, "FixedQuantize": passthrough})
 
 
 def calibrate_activation_ranges(qat_model: keras.Model, image_batches: Iterable[tf.Tensor]) -> int:

@@ -11,7 +11,7 @@ from typing import Iterator, Tuple
 
 from ai_edge_litert import schema_py_generated as tfl
 
-from mobiledets_tf.export.flatbuffer_model import as_bytes, pack_model, read_model, single_subgraph
+from mobiledets_tf.export.flatbuffer_model import as_bytes, builtin_code, pack_model, read_model, single_subgraph
 
 
 def _has_data(model: "tfl.ModelT", buffer_index: int) -> bool:
@@ -21,10 +21,9 @@ def _has_data(model: "tfl.ModelT", buffer_index: int) -> bool:
 
 def operator_name(model: "tfl.ModelT", op: "tfl.OperatorT") -> str:
     """The builtin name (CONV_2D, ...) or the custom code of an operator."""
-    code = model.operatorCodes[op.opcodeIndex]
-    builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+    builtin = builtin_code(model, op)
     if builtin == tfl.BuiltinOperator.CUSTOM:
-        return as_bytes(code.customCode).decode("utf-8")
+        return as_bytes(model.operatorCodes[op.opcodeIndex].customCode).decode("utf-8")
     return _BUILTIN_NAMES.get(builtin, f"BUILTIN_{builtin}")
 
 

@@ -15,8 +15,10 @@ by default "decomposed" for int8 (MUL, ADD+RELU6, MUL, which the CPU delegate XN
 where it leaves the int8 HARD_SWISH op to TFLite's scalar kernel on x86) and "fused" for the float
 precisions (one HARD_SWISH op, which XNNPACK runs fast in float). An int8_qat model's form was fixed
 when its QAT run started (`model.qat_activation_form`), so it takes no `hard_swish_form`.
-int8 and int8_qat graphs then lose their multiplications by a constant scalar (hard-swish's and the
-hard-sigmoid gate's 1/6), folded into quantization scales (`mobiledets_tf.export.scale_folding`:
+An int8_qat graph then gets back the int32 biases its conversion saturated (channels with near-zero
+weights; `mobiledets_tf.export.bias_repair`, from a float32 conversion of the same graph, made only
+when one is found). int8 and int8_qat graphs then lose their multiplications by a constant scalar
+(hard-swish's and the hard-sigmoid gate's 1/6), folded into quantization scales (`mobiledets_tf.export.scale_folding`:
 the same integers, elementwise ops fewer); `fold_scalar_muls=False` keeps them.
 The detection outputs stay float32: the postprocess op only takes float or uint8 inputs, so the
 converter puts DEQUANTIZE ops in front of it; without the postprocess op (`postprocess=False`) the raw
@@ -29,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from mobiledets_tf.export.bias_repair import repair_saturated_biases
 from mobiledets_tf.export.calibration import calibrated_without_shared_buffers
 from mobiledets_tf.export.inference_graph import DetectionExportModule
 from mobiledets_tf.export.scale_folding import fold_scalar_multiplications
@@ -125,17 +128,6 @@ def converter_for_function(concrete: tf.types.experimental.ConcreteFunction, tra
     return converter
 
 
-def converter_for(module: DetectionExportModule, precision: str,
-                  representative_images: Optional[List[np.ndarray]] = None,
-                  postprocess: bool = True, hard_swish_form: Optional[str] = None) -> tf.lite.TFLiteConverter:
-    """A converter configured for `precision` (see the module docstring), of `module.tflite_detect`
-    or, without `postprocess`, of `module.tflite_raw`, traced with hard-swish in `hard_swish_form`."""
-    check_precision(precision)
-    function = module.tflite_detect if postprocess else module.tflite_raw
-    concrete = trace_in_form(function, precision, hard_swish_form)
-    return converter_for_function(concrete, variables_only(module), precision, representative_images)
-
-
 def run_converter(converter: tf.lite.TFLiteConverter, precision: str) -> bytes:
     """`converter.convert()`, its failures raised as `ConversionError`."""
     calibration = calibrated_without_shared_buffers() if precision == "int8" else contextlib.nullcontext()
@@ -157,12 +149,27 @@ def with_scalar_muls_folded(model_bytes: bytes, precision: str, fold_scalar_muls
     return model_bytes
 
 
+def with_saturated_biases_repaired(model_bytes: bytes, precision: str,
+                                   float_conversion: Callable[[], bytes]) -> bytes:
+    """An int8_qat flatbuffer whose int32 biases the conversion saturated repaired from the float32
+    conversion of the same graph (`mobiledets_tf.export.bias_repair`)."""
+    if precision != "int8_qat":
+        return model_bytes
+    model_bytes, repaired = repair_saturated_biases(model_bytes, float_conversion)
+    if repaired:
+        logging.info("Repaired %d int32 biases the conversion had saturated (channels with near-zero "
+                     "weights), raising those channels' weight scales", repaired)
+    return model_bytes
+
+
 def convert(module: DetectionExportModule, precision: str,
             representative_images: Optional[List[np.ndarray]] = None, postprocess: bool = True,
             hard_swish_form: Optional[str] = None, fold_scalar_muls: bool = True) -> bytes:
     """The .tflite flatbuffer of `module.tflite_detect` (`module.tflite_raw`) at `precision`."""
-    converter = converter_for(module, precision, representative_images, postprocess, hard_swish_form)
-    return with_scalar_muls_folded(run_converter(converter, precision), precision, fold_scalar_muls)
+    check_precision(precision)
+    function = module.tflite_detect if postprocess else module.tflite_raw
+    concrete = trace_in_form(function, precision, hard_swish_form)
+    return convert_function(concrete, variables_only(module), precision, representative_images, fold_scalar_muls)
 
 
 def convert_function(concrete: tf.types.experimental.ConcreteFunction, trackable: tf.Module, precision: str,
@@ -171,4 +178,8 @@ def convert_function(concrete: tf.types.experimental.ConcreteFunction, trackable
     """The .tflite flatbuffer of any image model's `concrete` function at `precision`, with this
     package's settings (trace it with `trace_in_form` to get the package's hard-swish form)."""
     converter = converter_for_function(concrete, trackable, precision, representative_images)
-    return with_scalar_muls_folded(run_converter(converter, precision), precision, fold_scalar_muls)
+    model_bytes = run_converter(converter, precision)
+    model_bytes = with_saturated_biases_repaired(
+        model_bytes, precision,
+        lambda: run_converter(converter_for_function(concrete, trackable, "float32"), "float32"))
+    return with_scalar_muls_folded(model_bytes, precision, fold_scalar_muls)

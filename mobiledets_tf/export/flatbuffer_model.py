@@ -1,6 +1,7 @@
 """Reading and rewriting .tflite flatbuffers through the TFLite schema's generated object API.
 
-One place for what every model edit needs: unpack (`read_model`), find the SSD postprocess op, and
+One place for what every model edit needs: unpack (`read_model`), an op's builtin code, find the SSD
+postprocess op, and
 pack again with the weights buffers 16-byte aligned as the schema asks (`force_align: 16`), which
 the generated `Pack` alone does not guarantee.
 """
@@ -19,6 +20,12 @@ def read_model(model_bytes: bytes) -> "tfl.ModelT":
 def as_bytes(value) -> bytes:
     """A flatbuffer string field (bytes, str or None) as bytes."""
     return value.encode() if isinstance(value, str) else bytes(value or b"")
+
+
+def builtin_code(model: "tfl.ModelT", op: "tfl.OperatorT") -> int:
+    """The `tfl.BuiltinOperator` of `op` (newer codes live in `builtinCode`, older in the deprecated field)."""
+    code = model.operatorCodes[op.opcodeIndex]
+    return max(code.builtinCode, code.deprecatedBuiltinCode)
 
 
 def single_subgraph(model: "tfl.ModelT") -> "tfl.SubGraphT":

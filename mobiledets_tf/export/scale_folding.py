@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Set, Tuple
 import numpy as np
 from ai_edge_litert import schema_py_generated as tfl
 
-from mobiledets_tf.export.flatbuffer_model import pack_model, read_model, single_subgraph
+from mobiledets_tf.export.flatbuffer_model import builtin_code, pack_model, read_model, single_subgraph
 
 OP = tfl.BuiltinOperator
 PASS_ON_OPS = {OP.MUL, OP.MEAN, OP.RESHAPE, OP.AVERAGE_POOL_2D, OP.MAX_POOL_2D}
@@ -65,8 +65,7 @@ class _Graph:
                     self.consumers.setdefault(int(tensor), []).append((op_index, slot))
 
     def op_code(self, op: "tfl.OperatorT") -> int:
-        code = self.model.operatorCodes[op.opcodeIndex]
-        return max(code.builtinCode, code.deprecatedBuiltinCode)
+        return builtin_code(self.model, op)
 
     def constant(self, tensor: int) -> Optional[np.ndarray]:
         data = self.model.buffers[self.subgraph.tensors[tensor].buffer].data

@@ -7,7 +7,7 @@ import tensorflow as tf
 from tensorflow.lite.python.optimize import calibrator as tflite_calibrator
 from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
 
-from mobiledets_tf.export.calibration import observed_ranges, recorded_ranges
+from mobiledets_tf.export.calibration import MAX_REQUANTIZATION_SCALE, observed_ranges, recorded_ranges
 from mobiledets_tf.export.converter import convert_function, holding_variables, trace_in_form
 from mobiledets_tf.keras import keras
 from mobiledets_tf.layers import HardSwish
@@ -125,3 +125,33 @@ def test_qat_range_calibration_needs_batches():
                                quantization="qat")
     with pytest.raises(ValueError, match="no batches"):
         calibrate_activation_ranges(detector.model, [])
+
+
+def test_a_dead_convolution_output_gets_a_range_xnnpack_accepts():
+    """A ReLU after a convolution whose outputs are all below zero but for a few of ~1e-6: without
+    the widening, input scale x weight scale / output scale of that convolution is in the
+    thousands, which XNNPACK refuses (its TFLite delegate aborts the process)."""
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((SIZE, SIZE, 3), batch_size=1)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="features")(inputs)
+    dead = keras.layers.ReLU(name="dead_act")(keras.layers.Conv2D(4, 1, name="dead")(x))
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 1, name="after")(dead))
+    highest = max(float(keras.Model(inputs, model.get_layer("dead").output)(image[np.newaxis]).numpy().max())
+                  for image in _images())
+    kernel, bias = model.get_layer("dead").get_weights()
+    model.get_layer("dead").set_weights([kernel, bias - highest + 1e-6])
+    function = tf.function(lambda x: model(x, training=False),
+                           input_signature=[tf.TensorSpec([1, SIZE, SIZE, 3], tf.float32)])
+    model_bytes = convert_function(trace_in_form(function, "int8"), holding_variables(model.variables), "int8",
+                                   _images())
+    interpreter = load_interpreter(model_bytes, xnnpack=False)
+    details = {t["index"]: t for t in interpreter.get_tensor_details()}
+    convs = [op for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D"]
+    assert len(convs) == 3
+    for op in convs:
+        source, weights, output = op["inputs"][:3][0], op["inputs"][1], op["outputs"][0]
+        ratio = (details[source]["quantization_parameters"]["scales"][0]
+                 * details[weights]["quantization_parameters"]["scales"].max()
+                 / details[output]["quantization_parameters"]["scales"][0])
+        assert ratio <= MAX_REQUANTIZATION_SCALE * 1.01, (op, ratio)
+    load_interpreter(model_bytes)   # XNNPACK takes it

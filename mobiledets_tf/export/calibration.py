@@ -12,17 +12,31 @@ conversion: the stock calibrator still runs (it also prepares the model for the 
 every range it recorded is replaced by the min/max that the same float model gives when run with all
 tensors preserved, where no buffer is shared. Everything after calibration (the quantizer and its
 options) is the converter's own.
+
+One more correction: a tensor that is (almost) zero on every calibration image (a ReLU after a
+convolution whose outputs are all negative: squeeze-and-excite reduce layers that training left dead)
+gets a range of ~1e-6 and a scale of ~1e-9. The convolution writing it then has an input scale x
+weight scale / output scale in the hundreds, which XNNPACK refuses (it supports less than 256; the
+TFLite delegate then aborts the process while preparing the model). `widened_dead_ranges` widens
+such an output range until that ratio is at most `MAX_REQUANTIZATION_SCALE`; the tensor's values,
+all about zero, still round to zero.
 """
 import contextlib
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
+from ai_edge_litert import schema_py_generated as tfl
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from tensorflow.lite.python.optimize import calibrator as tflite_calibrator
 
-from mobiledets_tf.export.flatbuffer_model import pack_model, read_model
+from mobiledets_tf.export.flatbuffer_model import builtin_code, pack_model, read_model
 
 Range = Tuple[float, float]
+# XNNPACK rejects a quantized convolution whose input scale x weight scale / output scale reaches
+# 256; ranges are widened to keep it at most this (weight scales: the quantizer's max |w| / 127).
+MAX_REQUANTIZATION_SCALE = 64.0
+_WEIGHTED_OPS = (tfl.BuiltinOperator.CONV_2D, tfl.BuiltinOperator.DEPTHWISE_CONV_2D,
+                 tfl.BuiltinOperator.FULLY_CONNECTED)
 
 
 def recorded_ranges(model_bytes: bytes) -> Dict[int, Range]:
@@ -76,10 +90,41 @@ def with_ranges(model_bytes: bytes, ranges: Dict[int, Range]) -> bytes:
     return pack_model(model)
 
 
+def widened_dead_ranges(model_bytes: bytes, ranges: Dict[int, Range]) -> Dict[int, Range]:
+    """`ranges` with the output range of every convolution (depthwise, fully connected) widened
+    where input scale x weight scale / output scale would exceed `MAX_REQUANTIZATION_SCALE`."""
+    model = read_model(model_bytes)
+    subgraph = model.subgraphs[0]
+    widened = dict(ranges)
+    for op in subgraph.operators:
+        if builtin_code(model, op) not in _WEIGHTED_OPS:
+            continue
+        source, weights, output = int(op.inputs[0]), subgraph.tensors[op.inputs[1]], int(op.outputs[0])
+        data = model.buffers[weights.buffer].data
+        if source not in widened or output not in widened or data is None or not len(data) or weights.type != 0:
+            continue   # 0: FLOAT32
+        weight_scale = float(np.abs(np.frombuffer(bytes(data), np.float32)).max()) / 127.0
+        input_scale = _width(widened[source]) / 255.0
+        needed = 255.0 * input_scale * weight_scale / MAX_REQUANTIZATION_SCALE
+        low, high = widened[output]
+        if _width((low, high)) < needed:
+            widened[output] = (min(low, 0.0), min(low, 0.0) + needed) if high > 0 or low >= 0 else \
+                (max(high, 0.0) - needed, max(high, 0.0))
+    return widened
+
+
+def _width(value_range: Range) -> float:
+    """The width of a range once it includes 0, as the quantizer makes it."""
+    low, high = value_range
+    return max(high, 0.0) - min(low, 0.0)
+
+
 def recalibrated(calibrated_model: bytes, samples: Sequence) -> bytes:
-    """The stock calibrator's output with each recorded range replaced by the observed one."""
+    """The stock calibrator's output with each recorded range replaced by the observed one (dead
+    convolution outputs widened, `widened_dead_ranges`)."""
     recorded = recorded_ranges(calibrated_model)
-    return with_ranges(calibrated_model, observed_ranges(calibrated_model, samples, sorted(recorded)))
+    observed = observed_ranges(calibrated_model, samples, sorted(recorded))
+    return with_ranges(calibrated_model, widened_dead_ranges(calibrated_model, observed))
 
 
 @contextlib.contextmanager

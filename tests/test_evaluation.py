@@ -327,3 +327,18 @@ def test_average_precision_equals_the_full_evaluation_on_random_detections():
         assert evaluator.average_precision(None) == pytest.approx(full["AP"], abs=1e-12)
         assert evaluator.average_precision(0.75) == pytest.approx(full["AP75"], abs=1e-12)
     assert 0 < full["AP"] < full["AP50"] < 1
+
+
+def test_quantized_inputs_keep_every_pixel_value():
+    from mobiledets_tf.evaluation.tflite_eval import quantize_input
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
+    scale = np.float32(2.0 / 255.0)   # every int8 export's input: a pixel p means (p - 128) * 2/255
+    as_uint8 = quantize_input(pixels, {"dtype": np.uint8, "quantization": (float(scale), 128)})
+    np.testing.assert_array_equal(as_uint8, pixels)   # what an app feeding camera pixels gives
+    as_int8 = quantize_input(pixels, {"dtype": np.int8, "quantization": (float(scale), 0)})
+    np.testing.assert_array_equal(as_int8.astype(int), pixels.astype(int) - 128)
+    # Any other input scale: the normalised value rounded onto the model's own grid.
+    coarse = quantize_input(pixels, {"dtype": np.uint8, "quantization": (0.25, 4)})
+    np.testing.assert_array_equal(coarse, np.round((pixels * (2 / 255) - 1) / 0.25 + 4).astype(np.uint8))
+    floats = quantize_input(pixels, {"dtype": np.float32, "quantization": (0.0, 0)})
+    np.testing.assert_allclose(floats, pixels * (2 / 255) - 1, atol=1e-6)

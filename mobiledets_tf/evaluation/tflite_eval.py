@@ -2,8 +2,10 @@
 
 `tflite_predict_fn` returns a predict function with the same contract as the Keras one (uint8
 images [B, S, S, 3] in, detection dict out), so `evaluate_predict_fn` scores a .tflite with exactly
-the code that scores a checkpoint. Images are normalised to [-1, 1] as in training; for a uint8 or
-int8 input they are then quantized with the model's own input scale and zero point. Boxes are
+the code that scores a checkpoint. Images are normalised to [-1, 1] as in training; a uint8 or int8
+input gets each pixel p as the integer p - 128 + zero point when its scale is the normalisation's
+2/255 (every int8 export of this package), as an app feeding camera pixels does, else the
+normalised value quantized with the model's own scale and zero point. Boxes are
 clipped to the image, as the Keras postprocess does (TFLite's postprocess op does not). A delegate
 (e.g. `libedgetpu.so.1` for `*_edgetpu.tflite` models) can be loaded by path with its options.
 """
@@ -23,6 +25,11 @@ def quantize_input(images: np.ndarray, input_details: Mapping) -> np.ndarray:
         return normalised
     scale, zero_point = input_details["quantization"]
     info = np.iinfo(dtype)
+    if abs(scale * 127.5 - 1.0) < 1e-6:
+        # The input scale is the normalisation's 2/255 (every export of this package): a pixel p is
+        # the integer p - 128 + zero_point, as an app feeding camera pixels gives it. Rounding
+        # (p - 127.5) / 127.5 / scale would land on ties (x.5) and merge neighbouring pixel values.
+        return np.clip(images.astype(np.int32) - 128 + int(zero_point), info.min, info.max).astype(dtype)
     return np.clip(np.round(normalised / scale + zero_point), info.min, info.max).astype(dtype)
 
 

@@ -22,13 +22,14 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import yaml
 from absl import app, flags
 
+from pinned_jobs import binary, run_pinned, standalone_ap50, standalone_job, write_results
+
 REWARDS = ("absolute", "mnas_soft", "mnas_hard")
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART_SEARCH = os.path.join(REPO_ROOT, "configs", "experiments", "search_quickstart.yaml")
 
@@ -47,35 +48,6 @@ NAME = flags.DEFINE_string("name", "reward_comparison", "Result file stem under 
 
 def run_key(reward: str, seed: str) -> str:
     return f"{reward}_seed{seed}"
-
-
-def binary(name: str) -> str:
-    return os.path.join(os.path.dirname(sys.executable), name)
-
-
-def run_pinned(commands: Sequence[Tuple[str, List[str]]], jobs: int) -> None:
-    """Runs (log path, command) pairs `jobs` at a time, each on its own CPU; stops on a failure."""
-    pending, running = list(commands), []
-    cpus = sorted(os.sched_getaffinity(0))[:jobs]
-    while pending or running:
-        free = [c for c in cpus if c not in {cpu for cpu, _, _ in running}]
-        while pending and free:
-            log_path, command = pending.pop(0)
-            cpu = free.pop(0)
-            print(f"[cpu {cpu}] {' '.join(command)}", flush=True)
-            with open(log_path, "w") as log:
-                process = subprocess.Popen(["taskset", "-c", str(cpu)] + command, stdout=log,
-                                           stderr=subprocess.STDOUT)
-            running.append((cpu, process, log_path))
-        time.sleep(5)
-        for entry in list(running):
-            cpu, process, log_path = entry
-            if process.poll() is not None:
-                running.remove(entry)
-                if process.returncode:
-                    for _, other, _ in running:
-                        other.kill()
-                    sys.exit(f"failed (exit {process.returncode}); see {log_path}")
 
 
 def search_dir(work_dir: str, key: str) -> str:
@@ -140,25 +112,18 @@ def measure_latency(work_dir: str, keys) -> list:
     return rows
 
 
+def standalone_dir(work_dir: str, key: str) -> str:
+    return os.path.join(work_dir, "standalone", key)
+
+
 def train_standalone(work_dir: str, keys) -> None:
-    commands = []
-    for key in keys:
-        model_dir = os.path.join(work_dir, "standalone", key)
-        if os.path.exists(os.path.join(model_dir, "eval", "metrics.json")):
-            continue
-        os.makedirs(model_dir, exist_ok=True)
-        overrides = ",".join(STANDALONE_OVERRIDE.value)
-        train = [binary("mobiledets-train"), f"--config={CONFIG.value}", f"--arch={found_arch(work_dir, key)}",
-                 f"--model_dir={model_dir}"] + ([f"--override={overrides}"] if overrides else [])
-        # One pinned job per architecture: train, then evaluate, in one shell.
-        script = " && ".join(" ".join(part) for part in (train, [binary("mobiledets-eval"), f"--model_dir={model_dir}"]))
-        commands.append((os.path.join(model_dir, "standalone.log"), ["bash", "-c", script]))
-    run_pinned(commands, JOBS.value)
+    jobs = [standalone_job(CONFIG.value, found_arch(work_dir, key), standalone_dir(work_dir, key),
+                           STANDALONE_OVERRIDE.value) for key in keys]
+    run_pinned([job for job in jobs if job], JOBS.value)
 
 
 def ap50(work_dir: str, key: str) -> float:
-    with open(os.path.join(work_dir, "standalone", key, "eval", "metrics.json")) as f:
-        return float(json.load(f)["AP50"])
+    return standalone_ap50(standalone_dir(work_dir, key))
 
 
 def mean_std(values: List[float]) -> str:
@@ -203,10 +168,7 @@ def main(argv):
     measured = measure_latency(work_dir, keys)
     train_standalone(work_dir, keys)
     text = report(work_dir, keys, measured, (time.time() - started) / 60)
-    os.makedirs(RESULTS_DIR, exist_ok=True)
-    with open(os.path.join(RESULTS_DIR, f"{NAME.value}.md"), "w") as f:
-        f.write(text)
-    print(text)
+    write_results(NAME.value, text)
 
 
 if __name__ == "__main__":

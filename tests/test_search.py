@@ -242,3 +242,65 @@ def test_random_baseline_samples_near_the_target(tiny_data_dir, space_path, cost
     impossible = run_binary("search", f"--config={search_config(tmp_path, 2, space_path)}", f"--model_dir={out}",
                             f"--cost_model={cost_model_path}", "--target_ms=0.5", "--random_baseline=3", check=False)
     assert impossible.returncode != 0 and "are predicted within 5% of 0.5 ms" in impossible.stderr
+
+
+def _supernet_ranking():
+    """benchmarks/supernet_ranking.py as a module (its flags parsed by the caller)."""
+    import importlib.util
+    benchmarks = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    sys.path.insert(0, benchmarks)
+    try:
+        spec = importlib.util.spec_from_file_location("supernet_ranking", os.path.join(benchmarks, "supernet_ranking.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(benchmarks)
+    return module
+
+
+def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
+        tiny_data_dir, space_path, cost_model_path, tmp_path):
+    from absl import flags
+    from scipy import stats
+
+    from mobiledets_tf.config import save_config
+    ranking = _supernet_ranking()
+    cost, space = CostModel.load(cost_model_path), load_space(space_path, "edgetpu")
+    target = cost.expected(space, [np.full(len(d.choices), 1 / len(d.choices)) for d in space.decisions])
+    work = tmp_path / "ranking"
+    flags.FLAGS(["supernet_ranking", f"--work_dir={work}", f"--target_ms={target}", "--band=0.2",
+                 "--num_archs=3", "--quality_batches=2", "--standalone_seeds=0,1"])
+    # What stage 1 leaves: the search's config and a supernet checkpoint (here untrained).
+    config = load_config(str(search_config(tmp_path, 2, space_path)), [f"search.cost_model={cost_model_path}"])
+    task = SearchTask(config, tf.distribute.get_strategy())
+    task.detect_fn()(next(iter(task.distributed_validation_dataset()))[0], tf.constant(space.sample(0), tf.int32))
+    supernet = work / "supernet"
+    tf.train.Checkpoint(model=task.model).save(str(supernet / "ckpt"))
+    save_config(config, str(supernet / "config.yaml"))
+
+    config = ranking.supernet_config()
+    archs = ranking.architectures(str(work), config)
+    assert len(archs) == 3 and len({tuple(a["indices"]) for a in archs}) == 3
+    for arch in archs:
+        assert space.indices_of(load_arch(arch["arch"])) == arch["indices"]
+        assert abs(cost.predict(space, arch["indices"]) / target - 1) <= 0.2
+    scores = ranking.one_shot_scores(str(work), config, archs)
+    for arch in archs:
+        assert set(scores[arch["name"]]) == set(ranking.MEASURES)
+        assert all(0.0 <= v <= 1.0 for v in scores[arch["name"]].values())
+    assert ranking.one_shot_scores(str(work), config, archs) == scores   # resumed from oneshot.json
+    # Stage 4's results (standalone AP50 per seed), then the report.
+    ap50 = {}
+    for k, arch in enumerate(archs):
+        for seed in ("0", "1"):
+            model_dir = ranking.standalone_dir(str(work), arch["name"], seed)
+            os.makedirs(os.path.join(model_dir, "eval"))
+            ap50[arch["name"], seed] = 0.1 * (k + 1) + (0.01 * k if seed == "1" else 0.0)
+            with open(os.path.join(model_dir, "eval", "metrics.json"), "w") as f:
+                json.dump({"AP50": ap50[arch["name"], seed]}, f)
+    text = ranking.report(str(work), archs, scores, 1.0)
+    shipped = [scores[a["name"]][ranking.SHIPPED_MEASURE] for a in archs]
+    mean_ap50 = [(ap50[a["name"], "0"] + ap50[a["name"], "1"]) / 2 for a in archs]
+    expected = stats.kendalltau(shipped, mean_ap50).statistic
+    assert text.rstrip().splitlines()[-1] == f"Kendall tau (shipped defaults): {expected:.3f}"
+    assert "| standalone seed 0 vs seed 1 (the ceiling) | 1.000 |" in text

@@ -1,0 +1,76 @@
+"""Shared by the search benchmarks: the package's binaries, run as jobs pinned one per CPU, the
+standalone training of an architecture with a fixed recipe, and writing the report.
+
+Imported by `reward_comparison.py` and `supernet_ranking.py` (no flags here, so both can).
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import List, Optional, Sequence, Tuple
+
+Job = Tuple[str, List[str]]   # (log path, command)
+
+
+def binary(name: str) -> str:
+    """A console script of this package, next to the running Python."""
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+def run_pinned(jobs: Sequence[Job], parallel: int) -> None:
+    """Runs (log path, command) jobs `parallel` at a time, each on its own CPU (`taskset`); stops on a failure."""
+    pending, running = list(jobs), []
+    cpus = sorted(os.sched_getaffinity(0))[:parallel]
+    while pending or running:
+        free = [c for c in cpus if c not in {cpu for cpu, _, _ in running}]
+        while pending and free:
+            log_path, command = pending.pop(0)
+            cpu = free.pop(0)
+            print(f"[cpu {cpu}] {' '.join(command)}", flush=True)
+            with open(log_path, "w") as log:
+                process = subprocess.Popen(["taskset", "-c", str(cpu)] + command, stdout=log,
+                                           stderr=subprocess.STDOUT)
+            running.append((cpu, process, log_path))
+        time.sleep(5)
+        for entry in list(running):
+            cpu, process, log_path = entry
+            if process.poll() is not None:
+                running.remove(entry)
+                if process.returncode:
+                    for _, other, _ in running:
+                        other.kill()
+                    sys.exit(f"failed (exit {process.returncode}); see {log_path}")
+
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def write_results(name: str, text: str) -> None:
+    """Writes a benchmark's Markdown report to benchmarks/results/{name}.md and prints it."""
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    with open(os.path.join(RESULTS_DIR, f"{name}.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+def standalone_metrics(model_dir: str) -> str:
+    return os.path.join(model_dir, "eval", "metrics.json")
+
+
+def standalone_job(config: str, arch: str, model_dir: str, overrides: Sequence[str]) -> Optional[Job]:
+    """Training `arch` with the recipe `config` (+ `overrides`) into `model_dir`, then evaluating it,
+    as one job; None when its evaluation already exists."""
+    if os.path.exists(standalone_metrics(model_dir)):
+        return None
+    os.makedirs(model_dir, exist_ok=True)
+    train = [binary("mobiledets-train"), f"--config={config}", f"--arch={arch}", f"--model_dir={model_dir}"]
+    if overrides:
+        train.append(f"--override={','.join(overrides)}")
+    script = " && ".join(" ".join(part) for part in (train, [binary("mobiledets-eval"), f"--model_dir={model_dir}"]))
+    return os.path.join(model_dir, "standalone.log"), ["bash", "-c", script]
+
+
+def standalone_ap50(model_dir: str) -> float:
+    with open(standalone_metrics(model_dir)) as f:
+        return float(json.load(f)["AP50"])

@@ -1,0 +1,229 @@
+"""Benchmark: does the search's one-shot quality rank architectures as standalone training does?
+
+    python benchmarks/supernet_ranking.py --target_ms=25                        # hours on 2 CPUs
+    python benchmarks/supernet_ranking.py --target_ms=25 --search_override=train.steps=2000 \
+        --standalone_override=train.steps=1000 --num_archs=10
+
+Stages, each written into --work_dir and skipped when its result exists (an interrupted run resumes):
+1. **supernet**: `mobiledets-search --config=...` into WORK/supernet: the search's own schedule (op
+   warmup, shared-weight steps on sampled paths, controller updates), with --search_override;
+2. **architectures**: --num_archs distinct random architectures of the space, all predicted within
+   +-band of --target_ms by the search's cost model (`random_search.sample_near_target`, so capacity
+   alone cannot explain a ranking), written as ArchSpecs (WORK/archs/);
+3. **one-shot quality** of each with the supernet's inherited weights, every architecture on the same
+   --quality_batches validation mini-batches (the search's size: `search.validation_batch_multiple` x
+   `train.batch_size` images, batch statistics), by each measure of `MEASURES`
+   (WORK/oneshot.json);
+4. **standalone**: each architecture trained from scratch with --config's recipe plus
+   --standalone_override, once per --standalone_seeds (train.seed), and evaluated on the validation
+   split (`mobiledets-train`, `mobiledets-eval`), --jobs at a time, each pinned to one CPU;
+5. **report**: Kendall tau and Spearman rho between each one-shot measure and the mean standalone
+   AP50, and between the first two seeds' standalone AP50 (the ceiling a one-shot measure can
+   reach), in benchmarks/results/{--name}.md, which ends with `Kendall tau (shipped defaults): X`
+   and the command.
+"""
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Sequence
+
+from absl import app, flags
+
+from pinned_jobs import binary, run_pinned, standalone_ap50, standalone_job, write_results
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = flags.DEFINE_string("config", os.path.join(ROOT, "configs/experiments/search_quickstart.yaml"),
+                             "Search config: the supernet's data and schedule, and the standalone recipe's base.")
+WORK_DIR = flags.DEFINE_string("work_dir", "runs/supernet_ranking", "Where the supernet, models and scores go.")
+TARGET_MS = flags.DEFINE_float("target_ms", 25.0, "Latency target (cost-model ms) of the search and the architectures.")
+BAND = flags.DEFINE_float("band", 0.05, "Relative band around the target the architectures are predicted in.")
+NUM_ARCHS = flags.DEFINE_integer("num_archs", 10, "Architectures to rank.")
+ARCH_SEED = flags.DEFINE_integer("arch_seed", 0, "Seed of the random architectures (a fresh set: another seed).")
+QUALITY_BATCHES = flags.DEFINE_integer("quality_batches", 8, "Validation mini-batches each architecture is scored on.")
+SEARCH_OVERRIDE = flags.DEFINE_list("search_override", [], "Config overrides of the supernet's search (key=value).")
+STANDALONE_OVERRIDE = flags.DEFINE_list("standalone_override", ["train.steps=1000"],
+                                        "Config overrides of every standalone training (key=value).")
+STANDALONE_SEEDS = flags.DEFINE_list("standalone_seeds", ["0", "1"], "train.seed of each standalone training.")
+JOBS = flags.DEFINE_integer("jobs", 2, "Standalone trainings at once, each pinned to one CPU.")
+NAME = flags.DEFINE_string("name", "supernet_ranking", "Result file stem under benchmarks/results/.")
+
+SHIPPED_MEASURE = "minibatch_ap50"
+
+
+def supernet_dir(work_dir: str) -> str:
+    return os.path.join(work_dir, "supernet")
+
+
+def train_supernet(work_dir: str) -> None:
+    model_dir = supernet_dir(work_dir)
+    if os.path.exists(os.path.join(model_dir, "searched_arch.yaml")):
+        return
+    os.makedirs(model_dir, exist_ok=True)
+    command = [binary("mobiledets-search"), f"--config={CONFIG.value}", f"--model_dir={model_dir}",
+               f"--target_ms={TARGET_MS.value}"]
+    if SEARCH_OVERRIDE.value:
+        command.append(f"--override={','.join(SEARCH_OVERRIDE.value)}")
+    print("$ " + " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+
+
+def supernet_config():
+    from mobiledets_tf.config import load_config
+    return load_config(os.path.join(supernet_dir(WORK_DIR.value), "config.yaml"), [])
+
+
+def architectures(work_dir: str, config) -> List[Dict]:
+    """[{name, indices, predicted_ms, arch}] of the random architectures near the target (stage 2)."""
+    path = os.path.join(work_dir, "archs.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    from mobiledets_tf.search.cost_model import CostModel
+    from mobiledets_tf.search.random_search import sample_near_target
+    from mobiledets_tf.search.search_task import search_space_of
+    space = search_space_of(config)
+    cost_model = CostModel.load(resolve(config.search.cost_model))
+    rows = []
+    os.makedirs(os.path.join(work_dir, "archs"), exist_ok=True)
+    for number, (indices, predicted) in enumerate(sample_near_target(
+            space, cost_model, TARGET_MS.value, NUM_ARCHS.value, BAND.value, seed=ARCH_SEED.value)):
+        name = f"arch{ARCH_SEED.value}_{number:02d}"
+        arch_path = os.path.join(work_dir, "archs", f"{name}.yaml")
+        space.to_arch_spec(indices, name=name, description=f"random, predicted {predicted:.2f} ms").save(arch_path)
+        rows.append({"name": name, "indices": list(map(int, indices)), "predicted_ms": float(predicted),
+                     "arch": arch_path})
+    with open(path, "w") as f:
+        json.dump(rows, f, indent=1)
+    return rows
+
+
+def resolve(path: str) -> str:
+    return path if os.path.isabs(path) or os.path.exists(path) else os.path.join(ROOT, path)
+
+
+# One-shot measures: (ground truth and detections of each mini-batch, label map) -> a score, higher
+# is better. The shipped one is the search's own Q averaged over the mini-batches.
+def minibatch_ap50(batches, label_map) -> float:
+    from mobiledets_tf.search.tunas import minibatch_quality
+    return statistics.mean(minibatch_quality(gt, det, label_map, "AP50") for gt, det in batches)
+
+
+def pooled_ap50(batches, label_map) -> float:
+    """AP50 of all the mini-batches' detections scored together: one fixed image set (an image in
+    two mini-batches counts twice, under ids of its own)."""
+    import numpy as np
+    from mobiledets_tf.evaluation.coco_metrics import DetectionEvaluator
+    evaluator = DetectionEvaluator(label_map)
+    for number, (gt, det) in enumerate(batches):
+        gt = {k: np.asarray(v) for k, v in gt.items()}
+        gt["source_id"] = np.array([int(i) for i in gt["source_id"]], np.int64) + number * 10 ** 9
+        evaluator.add(gt, {k: np.asarray(v) for k, v in det.items()})
+    return max(evaluator.average_precision(0.5), 0.0)
+
+
+MEASURES: Dict[str, Callable] = {SHIPPED_MEASURE: minibatch_ap50, "pooled_ap50": pooled_ap50}
+
+
+def one_shot_scores(work_dir: str, config, archs: List[Dict]) -> Dict[str, Dict[str, float]]:
+    """{arch name: {measure: score}} with the supernet's weights (stage 3)."""
+    path = os.path.join(work_dir, "oneshot.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    import tensorflow as tf
+    from mobiledets_tf.search.search_task import SearchTask
+    task = SearchTask(config, tf.distribute.get_strategy())
+    validation = iter(task.distributed_validation_dataset())
+    batches = [next(validation) for _ in range(QUALITY_BATCHES.value)]
+    detect = task.detect_fn()
+    checkpoint = tf.train.Checkpoint(model=task.model)
+    detect(batches[0][0], tf.constant(archs[0]["indices"], tf.int32))   # builds the variables
+    latest = tf.train.latest_checkpoint(supernet_dir(work_dir))
+    checkpoint.restore(latest).expect_partial().assert_existing_objects_matched()
+    label_map = [{"id": c.id, "name": c.name} for c in task.data.label_map]
+    scores = {}
+    for arch in archs:
+        choices = tf.constant(arch["indices"], tf.int32)
+        scored = [(groundtruth, detect(images, choices)) for images, groundtruth in batches]
+        scores[arch["name"]] = {name: float(measure(scored, label_map)) for name, measure in MEASURES.items()}
+        print(f"{arch['name']}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores[arch["name"]].items()), flush=True)
+    with open(path, "w") as f:
+        json.dump({"checkpoint": latest, **scores}, f, indent=1)
+    return {"checkpoint": latest, **scores}
+
+
+def standalone_dir(work_dir: str, name: str, seed: str) -> str:
+    return os.path.join(work_dir, "standalone", f"{name}_seed{seed}")
+
+
+def train_standalone(work_dir: str, archs: List[Dict]) -> None:
+    jobs = [standalone_job(CONFIG.value, arch["arch"], standalone_dir(work_dir, arch["name"], seed),
+                           [*STANDALONE_OVERRIDE.value, f"train.seed={seed}"])
+            for seed in STANDALONE_SEEDS.value for arch in archs]
+    run_pinned([job for job in jobs if job], JOBS.value)
+
+
+def rank_correlations(x: Sequence[float], y: Sequence[float]):
+    """(Kendall tau, Spearman rho) of two score lists."""
+    from scipy import stats
+    return float(stats.kendalltau(x, y).statistic), float(stats.spearmanr(x, y).statistic)
+
+
+def report(work_dir: str, archs: List[Dict], scores: Dict, elapsed_min: float) -> str:
+    from mobiledets_tf.benchmark.local import cpu_name, vector_extensions
+    seeds = STANDALONE_SEEDS.value
+    standalone = {a["name"]: [standalone_ap50(standalone_dir(work_dir, a["name"], s)) for s in seeds] for a in archs}
+    mean_ap50 = [statistics.mean(standalone[a["name"]]) for a in archs]
+    lines = [f"# One-shot quality vs standalone AP50 at a {TARGET_MS.value:g} ms target (measured)", "",
+             f"config: `{CONFIG.value}`; supernet: search overrides `{','.join(SEARCH_OVERRIDE.value) or '-'}`, "
+             f"checkpoint `{scores['checkpoint']}`; {len(archs)} random architectures predicted within "
+             f"+-{100 * BAND.value:g}% of the target (seed {ARCH_SEED.value}); one-shot scores on "
+             f"{QUALITY_BATCHES.value} validation mini-batches; standalone overrides "
+             f"`{','.join(STANDALONE_OVERRIDE.value)}`, seeds {', '.join(seeds)}  ",
+             f"CPU: {cpu_name()} ({os.cpu_count()} CPUs), vector extensions: {vector_extensions()}  ",
+             f"wall time of this invocation: {elapsed_min:.0f} min", "",
+             "| architecture | predicted ms | " + " | ".join(MEASURES) + " | " +
+             " | ".join(f"standalone AP50 seed {s}" for s in seeds) + " |",
+             "|---|---|" + "---|" * (len(MEASURES) + len(seeds))]
+    for arch in archs:
+        row = scores[arch["name"]]
+        lines.append(f"| {arch['name']} | {arch['predicted_ms']:.2f} | " +
+                     " | ".join(f"{row[m]:.4f}" for m in MEASURES) + " | " +
+                     " | ".join(f"{v:.3f}" for v in standalone[arch["name"]]) + " |")
+    lines += ["", "| one-shot measure | Kendall tau | Spearman rho |", "|---|---|---|"]
+    taus = {}
+    for measure in MEASURES:
+        tau, rho = rank_correlations([scores[a["name"]][measure] for a in archs], mean_ap50)
+        taus[measure] = tau
+        lines.append(f"| {measure}{' (shipped)' if measure == SHIPPED_MEASURE else ''} | {tau:.3f} | {rho:.3f} |")
+    if len(seeds) > 1:
+        tau, rho = rank_correlations([standalone[a["name"]][0] for a in archs],
+                                     [standalone[a["name"]][1] for a in archs])
+        lines.append(f"| standalone seed {seeds[0]} vs seed {seeds[1]} (the ceiling) | {tau:.3f} | {rho:.3f} |")
+    lines += ["", f"command: `python {' '.join(sys.argv)}`", "",
+              f"Kendall tau (shipped defaults): {taus[SHIPPED_MEASURE]:.3f}"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    del argv
+    if not shutil.which("taskset"):
+        sys.exit("taskset (util-linux) is needed to pin each job to one CPU")
+    if NUM_ARCHS.value < 3:
+        sys.exit("--num_archs must be at least 3 for a rank correlation")
+    started, work_dir = time.time(), WORK_DIR.value
+    train_supernet(work_dir)
+    config = supernet_config()
+    archs = architectures(work_dir, config)
+    scores = one_shot_scores(work_dir, config, archs)
+    train_standalone(work_dir, archs)
+    text = report(work_dir, archs, scores, (time.time() - started) / 60)
+    write_results(NAME.value, text)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -22,11 +22,9 @@ from typing import Callable, Dict, List, Tuple
 import numpy as np
 from ai_edge_litert import schema_py_generated as tfl
 
-from mobiledets_tf.export.flatbuffer_model import (as_bytes, builtin_code, pack_model, read_model,
-                                                    single_subgraph)
+from mobiledets_tf.export.flatbuffer_model import (WEIGHTED_OPS, as_bytes, builtin_code, pack_model,
+                                                    read_model, single_subgraph)
 
-OP = tfl.BuiltinOperator
-WEIGHTED_OPS = {OP.CONV_2D, OP.DEPTHWISE_CONV_2D, OP.FULLY_CONNECTED}   # input 1 weights, input 2 bias
 INT32_LIMIT = 2 ** 31 - 1
 BIAS_STEPS = 2 ** 30   # a repaired bias uses at most half the int32 range, leaving room for the sum
 

@@ -16,7 +16,7 @@ options) is the converter's own.
 One more correction: a tensor that is (almost) zero on every calibration image (a ReLU after a
 convolution whose outputs are all negative: squeeze-and-excite reduce layers that training left dead)
 gets a range of ~1e-6 and a scale of ~1e-9. The convolution writing it then has an input scale x
-weight scale / output scale in the hundreds, which XNNPACK refuses (it supports less than 256; the
+weight scale / output scale in the thousands, which XNNPACK refuses (it supports less than 256; the
 TFLite delegate then aborts the process while preparing the model). `widened_dead_ranges` widens
 such an output range until that ratio is at most `MAX_REQUANTIZATION_SCALE`; the tensor's values,
 all about zero, still round to zero.
@@ -25,18 +25,15 @@ import contextlib
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
-from ai_edge_litert import schema_py_generated as tfl
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from tensorflow.lite.python.optimize import calibrator as tflite_calibrator
 
-from mobiledets_tf.export.flatbuffer_model import builtin_code, pack_model, read_model
+from mobiledets_tf.export.flatbuffer_model import WEIGHTED_OPS, builtin_code, pack_model, read_model
 
 Range = Tuple[float, float]
 # XNNPACK rejects a quantized convolution whose input scale x weight scale / output scale reaches
 # 256; ranges are widened to keep it at most this (weight scales: the quantizer's max |w| / 127).
 MAX_REQUANTIZATION_SCALE = 64.0
-_WEIGHTED_OPS = (tfl.BuiltinOperator.CONV_2D, tfl.BuiltinOperator.DEPTHWISE_CONV_2D,
-                 tfl.BuiltinOperator.FULLY_CONNECTED)
 
 
 def recorded_ranges(model_bytes: bytes) -> Dict[int, Range]:
@@ -97,7 +94,7 @@ def widened_dead_ranges(model_bytes: bytes, ranges: Dict[int, Range]) -> Dict[in
     subgraph = model.subgraphs[0]
     widened = dict(ranges)
     for op in subgraph.operators:
-        if builtin_code(model, op) not in _WEIGHTED_OPS:
+        if builtin_code(model, op) not in WEIGHTED_OPS:
             continue
         source, weights, output = int(op.inputs[0]), subgraph.tensors[op.inputs[1]], int(op.outputs[0])
         data = model.buffers[weights.buffer].data

@@ -1,7 +1,7 @@
 """Reading and rewriting .tflite flatbuffers through the TFLite schema's generated object API.
 
-One place for what every model edit needs: unpack (`read_model`), an op's builtin code, find the SSD
-postprocess op, and
+One place for what every model edit needs: unpack (`read_model`), an op's builtin code, the ops with
+weights, find the SSD postprocess op, and
 pack again with the weights buffers 16-byte aligned as the schema asks (`force_align: 16`), which
 the generated `Pack` alone does not guarantee.
 """
@@ -10,6 +10,9 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as tfl
 
 TFLITE_IDENTIFIER = b"TFL3"
+# Ops whose input 1 is their weights (per output channel) and input 2 their optional bias.
+WEIGHTED_OPS = frozenset({tfl.BuiltinOperator.CONV_2D, tfl.BuiltinOperator.DEPTHWISE_CONV_2D,
+                          tfl.BuiltinOperator.FULLY_CONNECTED})
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 
 

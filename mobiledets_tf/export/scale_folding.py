@@ -27,11 +27,11 @@ from typing import Dict, List, Optional, Set, Tuple
 import numpy as np
 from ai_edge_litert import schema_py_generated as tfl
 
-from mobiledets_tf.export.flatbuffer_model import builtin_code, pack_model, read_model, single_subgraph
+from mobiledets_tf.export.flatbuffer_model import WEIGHTED_OPS, builtin_code, pack_model, read_model, single_subgraph
 
 OP = tfl.BuiltinOperator
 PASS_ON_OPS = {OP.MUL, OP.MEAN, OP.RESHAPE, OP.AVERAGE_POOL_2D, OP.MAX_POOL_2D}
-ABSORBING_OPS = {OP.CONV_2D, OP.DEPTHWISE_CONV_2D, OP.FULLY_CONNECTED}   # weights are their input 1
+ABSORBING_OPS = WEIGHTED_OPS   # weights are their input 1
 RELATIVE_SCALE_TOLERANCE = 1e-6   # TFLite's own tolerance between bias scale and input x weight scale
 
 

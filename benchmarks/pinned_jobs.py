@@ -44,6 +44,13 @@ def run_pinned(jobs: Sequence[Job], parallel: int) -> None:
 
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def repository_path(path: str) -> str:
+    """`path` as given when it exists (or is absolute), else relative to the repository's root (how
+    configs name the shipped cost models)."""
+    return path if os.path.isabs(path) or os.path.exists(path) else os.path.join(REPO_ROOT, path)
 
 
 def write_results(name: str, text: str) -> None:

@@ -27,7 +27,7 @@ from typing import Dict, List, Tuple
 import yaml
 from absl import app, flags
 
-from pinned_jobs import binary, run_pinned, standalone_ap50, standalone_job, write_results
+from pinned_jobs import binary, repository_path, run_pinned, standalone_ap50, standalone_job, write_results
 
 REWARDS = ("absolute", "mnas_soft", "mnas_hard")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,9 +96,7 @@ def measure_latency(work_dir: str, keys) -> list:
             rows = json.load(f)
     missing = [key for key in keys if key not in {row["arch"] for row in rows}]
     if missing:
-        cost_model = search_config(search_dir(work_dir, missing[0]))["search"]["cost_model"]
-        if not os.path.isabs(cost_model) and not os.path.exists(cost_model):
-            cost_model = os.path.join(REPO_ROOT, cost_model)
+        cost_model = repository_path(search_config(search_dir(work_dir, missing[0]))["search"]["cost_model"])
         archs = ",".join(found_arch(work_dir, key) for key in missing)
         new_rows = os.path.join(work_dir, "measured_new.json")
         subprocess.run([binary("mobiledets-cost-model"), "measure", f"--model={cost_model}", f"--arch={archs}",

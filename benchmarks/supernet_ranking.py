@@ -33,7 +33,7 @@ from typing import Callable, Dict, List, Sequence
 
 from absl import app, flags
 
-from pinned_jobs import binary, run_pinned, standalone_ap50, standalone_job, write_results
+from pinned_jobs import binary, repository_path, run_pinned, standalone_ap50, standalone_job, write_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = flags.DEFINE_string("config", os.path.join(ROOT, "configs/experiments/search_quickstart.yaml"),
@@ -51,7 +51,7 @@ STANDALONE_SEEDS = flags.DEFINE_list("standalone_seeds", ["0", "1"], "train.seed
 JOBS = flags.DEFINE_integer("jobs", 2, "Standalone trainings at once, each pinned to one CPU.")
 NAME = flags.DEFINE_string("name", "supernet_ranking", "Result file stem under benchmarks/results/.")
 
-SHIPPED_MEASURE = "minibatch_ap50"
+SHIPPED_MEASURE = "minibatch_quality"
 
 
 def supernet_dir(work_dir: str) -> str:
@@ -86,7 +86,7 @@ def architectures(work_dir: str, config) -> List[Dict]:
     from mobiledets_tf.search.random_search import sample_near_target
     from mobiledets_tf.search.search_task import search_space_of
     space = search_space_of(config)
-    cost_model = CostModel.load(resolve(config.search.cost_model))
+    cost_model = CostModel.load(repository_path(config.search.cost_model))
     rows = []
     os.makedirs(os.path.join(work_dir, "archs"), exist_ok=True)
     for number, (indices, predicted) in enumerate(sample_near_target(
@@ -101,31 +101,29 @@ def architectures(work_dir: str, config) -> List[Dict]:
     return rows
 
 
-def resolve(path: str) -> str:
-    return path if os.path.isabs(path) or os.path.exists(path) else os.path.join(ROOT, path)
+# One-shot measures: (ground truth and detections of each mini-batch, label map, the search's
+# `search.quality_metric`) -> a score, higher is better. The shipped one is the search's own Q
+# averaged over the mini-batches.
+def minibatch_quality(batches, label_map, metric: str) -> float:
+    from mobiledets_tf.search import tunas
+    return statistics.mean(tunas.minibatch_quality(gt, det, label_map, metric) for gt, det in batches)
 
 
-# One-shot measures: (ground truth and detections of each mini-batch, label map) -> a score, higher
-# is better. The shipped one is the search's own Q averaged over the mini-batches.
-def minibatch_ap50(batches, label_map) -> float:
-    from mobiledets_tf.search.tunas import minibatch_quality
-    return statistics.mean(minibatch_quality(gt, det, label_map, "AP50") for gt, det in batches)
-
-
-def pooled_ap50(batches, label_map) -> float:
-    """AP50 of all the mini-batches' detections scored together: one fixed image set (an image in
-    two mini-batches counts twice, under ids of its own)."""
+def pooled_quality(batches, label_map, metric: str) -> float:
+    """The metric of all the mini-batches' detections scored together: one fixed image set (an image
+    in two mini-batches counts twice, under ids of its own)."""
     import numpy as np
     from mobiledets_tf.evaluation.coco_metrics import DetectionEvaluator
+    from mobiledets_tf.search.tunas import QUALITY_IOU_THRESHOLDS
     evaluator = DetectionEvaluator(label_map)
     for number, (gt, det) in enumerate(batches):
         gt = {k: np.asarray(v) for k, v in gt.items()}
         gt["source_id"] = np.array([int(i) for i in gt["source_id"]], np.int64) + number * 10 ** 9
         evaluator.add(gt, {k: np.asarray(v) for k, v in det.items()})
-    return max(evaluator.average_precision(0.5), 0.0)
+    return max(evaluator.average_precision(QUALITY_IOU_THRESHOLDS[metric]), 0.0)
 
 
-MEASURES: Dict[str, Callable] = {SHIPPED_MEASURE: minibatch_ap50, "pooled_ap50": pooled_ap50}
+MEASURES: Dict[str, Callable] = {SHIPPED_MEASURE: minibatch_quality, "pooled_quality": pooled_quality}
 
 
 def one_shot_scores(work_dir: str, config, archs: List[Dict]) -> Dict[str, Dict[str, float]]:
@@ -149,7 +147,7 @@ def one_shot_scores(work_dir: str, config, archs: List[Dict]) -> Dict[str, Dict[
     for arch in archs:
         choices = tf.constant(arch["indices"], tf.int32)
         scored = [(groundtruth, detect(images, choices)) for images, groundtruth in batches]
-        scores[arch["name"]] = {name: float(measure(scored, label_map)) for name, measure in MEASURES.items()}
+        scores[arch["name"]] = {name: float(measure(scored, label_map, config.search.quality_metric)) for name, measure in MEASURES.items()}
         print(f"{arch['name']}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores[arch["name"]].items()), flush=True)
     with open(path, "w") as f:
         json.dump({"checkpoint": latest, **scores}, f, indent=1)

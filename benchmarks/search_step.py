@@ -1,24 +1,33 @@
-"""Benchmark: a TuNAS supernet search step against a standalone training step, measured in one run.
+"""Benchmark: a whole TuNAS search iteration against a standalone training step, measured in one run.
 
-    python benchmarks/search_step.py [--space=ibn_fused_tucker] [--platform=edgetpu] [--input_size=160]
-        [--batch_size=16] [--depth_multiplier=0.5] [--rounds=5] [--steps=5]
+    python benchmarks/search_step.py [--config=configs/experiments/search_quickstart.yaml]
+        [--space=ibn_fused_tucker] [--platform=cpu] [--input_size=160] [--batch_size=16]
+        [--depth_multiplier=0.5] [--rounds=5] [--steps=5]
 
-Times, interleaved in the same process: (1) the supernet search step (forward, backward and optimizer
-update of the shared weights, with a freshly sampled architecture every step), (2) the training step
-of the standalone detector of the LARGEST architecture of the space (per layer the op with the most
-multiply-adds at the widest widths, counted by `mobiledets_tf.stats`) and, for the supernet's own
-overhead, (3) the same supernet step with that largest architecture every step. All use the training
-optimizer (`train` defaults), the L2 terms of their `model.losses` and the same random batch (images
-in [-1, 1], targets assigned to random boxes). Each round times `--steps` steps of each side, the
-side that goes first rotating; the medians over rounds of the per-step times give the ratio
-supernet (1) / standalone (2), which should stay <= 2: a search step costs about one sampled model. Compilation is done (and
-reported) before timing.
+Times, interleaved in the same process:
+1. the **whole search iteration** of `mobiledets-search` (`SearchLoop.search_step`: sampling from
+   the controller, the shared-weight update on a training batch, detections and AP50 on a validation
+   mini-batch, the controller's REINFORCE update), on --config's data and cost model with the flags'
+   space, platform, input size, batch and depth multiplier, past the warmup and the RL delay (the
+   iteration of most of a search);
+2. the supernet's **shared-weight step** alone (forward, backward and optimizer update, a freshly
+   sampled architecture every step);
+3. the **training step of the standalone detector of the LARGEST architecture** of the space (per
+   layer the op with the most multiply-adds at the widest widths, counted by `mobiledets_tf.stats`);
+4. for the supernet's own overhead, the shared-weight step (2) with that largest architecture.
+(2)-(4) use the training optimizer (`train` defaults), the L2 terms of their `model.losses` and the
+same random batch (images in [-1, 1], targets assigned to random boxes), so the standalone step
+(3) pays no input pipeline while the iteration (1) does. Each round times `--steps` steps of each
+side, the side that goes first rotating; the medians over rounds of the per-step times give the
+ratio iteration (1) / standalone (3), which should stay <= 2: a search iteration costs about one
+sampled model. Compilation is done (and reported) before timing.
 The result is appended to benchmarks/results/search_step.md with the command, date and machine.
 """
 import functools
 import os
 import platform
 import sys
+import tempfile
 import time
 
 from absl import app, flags
@@ -38,8 +47,12 @@ from mobiledets_tf.search.supernet import Supernet
 from mobiledets_tf.stats import model_stats
 from mobiledets_tf.training.optimizer import build_optimizer
 
+CONFIG = flags.DEFINE_string(
+    "config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "configs/experiments/search_quickstart.yaml"),
+    "Search config of the whole iteration (data, cost model of --space/--platform, search settings).")
 SPACE = flags.DEFINE_string("space", "ibn_fused_tucker", "Search space (name or YAML file).")
-PLATFORM = flags.DEFINE_string("platform", "edgetpu", "Platform of the search space.")
+PLATFORM = flags.DEFINE_string("platform", "cpu", "Platform of the search space.")
 INPUT_SIZE = flags.DEFINE_integer("input_size", 160, "Input size (the quickstart's).")
 BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Batch size.")
 DEPTH_MULTIPLIER = flags.DEFINE_float("depth_multiplier", 0.5, "Depth multiplier.")
@@ -77,6 +90,32 @@ def largest_indices(space: SearchSpace, input_size: int, depth_multiplier: float
             indices[layer.op_decision] = int(np.argmax(costs))
         resolution, in_width = -(-resolution // layer.stride), out_width
     return indices
+
+
+def search_iteration(space: SearchSpace, size: int, batch: int, multiplier: float, model_dir: str):
+    """One whole `SearchLoop.search_step` on --config's data, as a function of no arguments."""
+    from pinned_jobs import repository_path
+    from mobiledets_tf.config import load_config
+    from mobiledets_tf.search.cost_model import CostModel
+    from mobiledets_tf.search.search_task import SearchTask
+    from mobiledets_tf.search.tunas import SearchLoop
+    config = load_config(CONFIG.value, [
+        f"search.space={SPACE.value}", f"search.platform={PLATFORM.value}", f"model.input_size={size}",
+        f"train.batch_size={batch}", f"model.depth_multiplier={multiplier}"])
+    cost_model = CostModel.load(repository_path(config.search.cost_model))
+    uniform = [np.full(len(d.choices), 1 / len(d.choices)) for d in space.decisions]
+    config.search.target_ms = cost_model.expected(space, uniform)
+    task = SearchTask(config, tf.distribute.get_strategy())
+    loop = SearchLoop(task, cost_model, model_dir)
+    s = config.search
+    task.optimizer.iterations.assign(int(config.train.steps * max(s.warmup, s.rl_delay)) + 1)
+    train, validation = iter(task.distributed_train_dataset()), iter(task.distributed_validation_dataset())
+
+    def iteration():
+        result = loop.search_step(train, validation)
+        assert result["warmup_share"] == 0 and result["rl_learning_rate"] > 0, result
+        return result
+    return iteration
 
 
 def make_step(model_call, model, losses_fn, variables, optimizer, signature):
@@ -119,57 +158,87 @@ def main(argv):
                                 detector.model.trainable_variables, optimizer, signature + extra)
 
     largest_choices = tf.constant(largest, tf.int32)
-    sides = {  # name: one step
-        "supernet": lambda: steps["supernet"](images, targets, tf.constant(space.sample(rng), tf.int32)),
-        "supernet_largest": lambda: steps["supernet"](images, targets, largest_choices),
-        "standalone": lambda: steps["standalone"](images, targets),
-    }
-    compile_seconds = {}
-    for name in steps:
-        start = time.perf_counter()
-        sides[name]().numpy()
-        compile_seconds[name] = time.perf_counter() - start
-        print(f"{name}: compiled and ran the first step in {compile_seconds[name]:.1f} s")
-        sides[name]().numpy()
-    traces = steps["supernet"].experimental_get_tracing_count()
+    with tempfile.TemporaryDirectory() as model_dir:
+        sides = {  # name: one step, returning something to wait for
+            "iteration": search_iteration(space, size, batch, multiplier, model_dir),
+            "supernet": lambda: steps["supernet"](images, targets, tf.constant(space.sample(rng), tf.int32)),
+            "supernet_largest": lambda: steps["supernet"](images, targets, largest_choices),
+            "standalone": lambda: steps["standalone"](images, targets),
+        }
+        compile_seconds = compile_sides(sides)
+        traces = steps["supernet"].experimental_get_tracing_count()
+        times = time_sides(sides)
+    assert steps["supernet"].experimental_get_tracing_count() == traces, "the shared-weight step retraced"
+    report(space, largest, compile_seconds, times)
 
+
+def _wait(result) -> None:
+    if hasattr(result, "numpy"):
+        result.numpy()
+
+
+def compile_sides(sides):
+    """{side: seconds of its first call}; each side then runs once more before timing."""
+    compile_seconds = {}
+    for name, side in sides.items():
+        start = time.perf_counter()
+        _wait(side())
+        compile_seconds[name] = time.perf_counter() - start
+        print(f"{name}: compiled and ran the first step in {compile_seconds[name]:.1f} s", flush=True)
+        _wait(side())
+    return compile_seconds
+
+
+def time_sides(sides):
+    """{side: [seconds per step of each round]}, the rounds interleaved."""
     times = {name: [] for name in sides}
     order = list(sides)
     for r in range(ROUNDS.value):
-        for name in order[r % 3:] + order[:r % 3]:  # each side goes first in turn
+        shift = r % len(order)
+        for name in order[shift:] + order[:shift]:  # each side goes first in turn
             start = time.perf_counter()
             for _ in range(STEPS.value):
-                loss = sides[name]()
-            loss.numpy()
+                result = sides[name]()
+            _wait(result)
             times[name].append((time.perf_counter() - start) / STEPS.value)
-    assert steps["supernet"].experimental_get_tracing_count() == traces, "the search step retraced"
-    ms = {name: 1000 * float(np.median(t)) for name, t in times.items()}
-    ratio = ms["supernet"] / ms["standalone"]
-    same_ratio = ms["supernet_largest"] / ms["standalone"]
+        print(f"round {r + 1}/{ROUNDS.value}: " + ", ".join(f"{k} {1000 * v[-1]:.0f} ms" for k, v in times.items()),
+              flush=True)
+    return times
 
+
+def report(space, largest, compile_seconds, times) -> None:
+    size, batch, multiplier = INPUT_SIZE.value, BATCH_SIZE.value, DEPTH_MULTIPLIER.value
+    ms = {name: 1000 * float(np.median(t)) for name, t in times.items()}
+    ratio = ms["iteration"] / ms["standalone"]
+    step_ratio = ms["supernet"] / ms["standalone"]
+    same_ratio = ms["supernet_largest"] / ms["standalone"]
     verdict = "OK" if ratio <= 2 else "ABOVE THE ACCEPTANCE OF 2"
-    print(f"supernet search step (sampled architectures): {ms['supernet']:.1f} ms "
-          f"(median of {ROUNDS.value} rounds)")
-    print(f"supernet step of the largest architecture:    {ms['supernet_largest']:.1f} ms")
+    print(f"whole search iteration:                       {ms['iteration']:.1f} ms (median of {ROUNDS.value} rounds)")
+    print(f"supernet shared-weight step (sampled):        {ms['supernet']:.1f} ms")
+    print(f"supernet shared-weight step (largest):        {ms['supernet_largest']:.1f} ms")
     print(f"standalone step of the largest architecture:  {ms['standalone']:.1f} ms")
-    print(f"ratio supernet/standalone: {ratio:.2f} ({verdict}); on the same (largest) architecture "
-          f"{same_ratio:.2f}")
+    print(f"ratio iteration/standalone: {ratio:.2f} ({verdict}); shared-weight step alone {step_ratio:.2f}; "
+          f"on the same (largest) architecture {same_ratio:.2f}")
+    from mobiledets_tf.benchmark.local import cpu_name, vector_extensions
     per_round = "; ".join("/".join(f"{1000 * t:.0f}" for t in round_times) for round_times in zip(*times.values()))
     section = (
         f"\n## {time.strftime('%Y-%m-%d %H:%M')}\n\n"
-        f"Command: `python {' '.join(sys.argv)}`\n\n"
-        f"| space | input | batch | depth mult. | supernet ms/step (sampled) | supernet ms/step (largest) | "
-        f"largest standalone ms/step | ratio | ratio on the largest | machine |\n"
-        f"|---|---|---|---|---|---|---|---|---|---|\n"
-        f"| {space.name}/{space.platform} | {size} | {batch} | {multiplier:g} | {ms['supernet']:.1f} | "
-        f"{ms['supernet_largest']:.1f} | {ms['standalone']:.1f} | {ratio:.2f} | {same_ratio:.2f} | "
-        f"{os.cpu_count()} cores {platform.machine()}, TF {tf.__version__} |\n\n"
-        f"Per round (ms, sampled/largest/standalone): {per_round}. First step (compilation included): "
-        f"supernet {compile_seconds['supernet']:.0f} s, standalone {compile_seconds['standalone']:.0f} s. "
-        f"Largest architecture: indices {largest}.\n")
-    header = ("# Supernet search step vs standalone training step (measured in one run)\n\n"
+        f"Command: `python {' '.join(sys.argv)}` (config `{os.path.relpath(CONFIG.value)}`)\n\n"
+        f"| space | input | batch | depth mult. | whole iteration ms | shared-weight step ms (sampled) | "
+        f"shared-weight step ms (largest) | largest standalone ms/step | ratio iteration / standalone | "
+        f"ratio shared-weight step / standalone | ratio on the largest |\n"
+        f"|---|---|---|---|---|---|---|---|---|---|---|\n"
+        f"| {space.name}/{space.platform} | {size} | {batch} | {multiplier:g} | {ms['iteration']:.1f} | "
+        f"{ms['supernet']:.1f} | {ms['supernet_largest']:.1f} | {ms['standalone']:.1f} | {ratio:.2f} | "
+        f"{step_ratio:.2f} | {same_ratio:.2f} |\n\n"
+        f"Machine: {cpu_name()} ({os.cpu_count()} CPUs), vector extensions: {vector_extensions()}; "
+        f"{platform.machine()}, TF {tf.__version__}. Per round (ms, {'/'.join(times)}): {per_round}. "
+        f"First call (compilation included): " + ", ".join(f"{k} {v:.0f} s" for k, v in compile_seconds.items()) +
+        f". Largest architecture: indices {largest}.\n")
+    header = ("# Search iteration vs standalone training step (measured in one run)\n\n"
               "`benchmarks/search_step.py`: medians over interleaved rounds; the largest architecture takes "
-              "per layer the op with the most multiply-adds. Target: ratio <= 2 (a search step should cost about one sampled model).\n")
+              "per layer the op with the most multiply-adds. Target: ratio <= 2 (a search iteration should "
+              "cost about one sampled model).\n")
     previous = fileio.read_text(RESULTS) if fileio.exists(RESULTS) else header
     fileio.write_text_atomically(RESULTS, previous + section)
     print(f"appended to {RESULTS}")

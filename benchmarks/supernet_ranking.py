@@ -5,19 +5,23 @@
         --standalone_override=train.steps=1000 --num_archs=10
 
 Stages, each written into --work_dir and skipped when its result exists (an interrupted run resumes):
-1. **supernet**: `mobiledets-search --config=...` into WORK/supernet: the search's own schedule (op
-   warmup, shared-weight steps on sampled paths, controller updates), with --search_override;
-2. **architectures**: --num_archs distinct random architectures of the space, all predicted within
+1. **architectures**: --num_archs distinct random architectures of the space, all predicted within
    +-band of --target_ms by the search's cost model (`random_search.sample_near_target`, so capacity
    alone cannot explain a ranking), written as ArchSpecs (WORK/archs/);
-3. **one-shot quality** of each with the supernet's inherited weights, every architecture on the same
-   --quality_batches validation mini-batches (the search's size: `search.validation_batch_multiple` x
-   `train.batch_size` images, batch statistics), by each measure of `MEASURES`
-   (WORK/oneshot.json);
-4. **standalone**: each architecture trained from scratch with --config's recipe plus
-   --standalone_override, once per --standalone_seeds (train.seed), and evaluated on the validation
-   split (`mobiledets-train`, `mobiledets-eval`), --jobs at a time, each pinned to one CPU;
-5. **report**: Kendall tau and Spearman rho between each one-shot measure and the mean standalone
+2. **supernet and standalone trainings**, as jobs --jobs at a time, each pinned to one CPU (the
+   supernet first; the trainings do not need it):
+   - `mobiledets-search --config=...` into WORK/supernet: the search's own schedule (op warmup,
+     shared-weight steps on sampled paths, controller updates), with --search_override (a killed
+     search resumes from its last checkpoint);
+   - each architecture trained from scratch with --config's recipe plus --standalone_override, once
+     per --standalone_seeds (train.seed), and evaluated on the validation split (`mobiledets-train`,
+     `mobiledets-eval`), in --standalone_root (default WORK/standalone; runs comparing supernets on
+     the same architectures and recipe can share one);
+3. **one-shot quality** of each architecture with the supernet's inherited weights, by each measure
+   of `MEASURES`, every architecture on the same --quality_batches validation mini-batches (the
+   search's size: `search.validation_batch_multiple` x `train.batch_size` images, batch statistics)
+   (WORK/oneshot.json; recomputed when a measure is missing);
+4. **report**: Kendall tau and Spearman rho between each one-shot measure and the mean standalone
    AP50, and between the first two seeds' standalone AP50 (the ceiling a one-shot measure can
    reach), in benchmarks/results/{--name}.md, which ends with `Kendall tau (shipped defaults): X`
    and the command.
@@ -26,14 +30,13 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
 from absl import app, flags
 
-from pinned_jobs import binary, repository_path, run_pinned, standalone_ap50, standalone_job, write_results
+from pinned_jobs import Job, binary, repository_path, run_pinned, standalone_ap50, standalone_job, write_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = flags.DEFINE_string("config", os.path.join(ROOT, "configs/experiments/search_quickstart.yaml"),
@@ -47,6 +50,9 @@ QUALITY_BATCHES = flags.DEFINE_integer("quality_batches", 8, "Validation mini-ba
 SEARCH_OVERRIDE = flags.DEFINE_list("search_override", [], "Config overrides of the supernet's search (key=value).")
 STANDALONE_OVERRIDE = flags.DEFINE_list("standalone_override", ["train.steps=1000"],
                                         "Config overrides of every standalone training (key=value).")
+STANDALONE_ROOT = flags.DEFINE_string(
+    "standalone_root", "", "Where the standalone trainings go (default WORK/standalone). Runs that compare "
+    "supernets on the same architectures and recipe can share one, training each architecture once.")
 STANDALONE_SEEDS = flags.DEFINE_list("standalone_seeds", ["0", "1"], "train.seed of each standalone training.")
 JOBS = flags.DEFINE_integer("jobs", 2, "Standalone trainings at once, each pinned to one CPU.")
 NAME = flags.DEFINE_string("name", "supernet_ranking", "Result file stem under benchmarks/results/.")
@@ -58,20 +64,27 @@ def supernet_dir(work_dir: str) -> str:
     return os.path.join(work_dir, "supernet")
 
 
-def train_supernet(work_dir: str) -> None:
+def supernet_job(work_dir: str) -> Optional[Job]:
+    """The search that trains the supernet, as a job; None when it has finished."""
     model_dir = supernet_dir(work_dir)
     if os.path.exists(os.path.join(model_dir, "searched_arch.yaml")):
-        return
+        return None
     os.makedirs(model_dir, exist_ok=True)
     command = [binary("mobiledets-search"), f"--config={CONFIG.value}", f"--model_dir={model_dir}",
                f"--target_ms={TARGET_MS.value}"]
     if SEARCH_OVERRIDE.value:
         command.append(f"--override={','.join(SEARCH_OVERRIDE.value)}")
-    print("$ " + " ".join(command), flush=True)
-    subprocess.run(command, check=True)
+    return os.path.join(work_dir, "supernet.log"), command
+
+
+def search_config():
+    """The search's config: --config with --search_override."""
+    from mobiledets_tf.config import load_config
+    return load_config(CONFIG.value, SEARCH_OVERRIDE.value)
 
 
 def supernet_config():
+    """The config the supernet was trained with (its model directory's config.yaml)."""
     from mobiledets_tf.config import load_config
     return load_config(os.path.join(supernet_dir(WORK_DIR.value), "config.yaml"), [])
 
@@ -101,43 +114,80 @@ def architectures(work_dir: str, config) -> List[Dict]:
     return rows
 
 
-# One-shot measures: (ground truth and detections of each mini-batch, label map, the search's
-# `search.quality_metric`) -> a score, higher is better. The shipped one is the search's own Q
+class Scored(NamedTuple):
+    """What one architecture produced with the supernet's weights, the input of every measure."""
+    detections: List      # (groundtruth, detections) of each quality mini-batch
+    losses: List[float]   # classification + localisation loss of each loss mini-batch
+    label_map: List[Dict]
+    metric: str           # the search's `search.quality_metric`
+
+
+# One-shot measures: Scored -> a score, higher is better. The shipped one is the search's own Q
 # averaged over the mini-batches.
-def minibatch_quality(batches, label_map, metric: str) -> float:
+def minibatch_quality(scored: Scored) -> float:
     from mobiledets_tf.search import tunas
-    return statistics.mean(tunas.minibatch_quality(gt, det, label_map, metric) for gt, det in batches)
+    return statistics.mean(tunas.minibatch_quality(gt, det, scored.label_map, scored.metric)
+                           for gt, det in scored.detections)
 
 
-def pooled_quality(batches, label_map, metric: str) -> float:
+def pooled_quality(scored: Scored) -> float:
     """The metric of all the mini-batches' detections scored together: one fixed image set (an image
     in two mini-batches counts twice, under ids of its own)."""
     import numpy as np
     from mobiledets_tf.evaluation.coco_metrics import DetectionEvaluator
     from mobiledets_tf.search.tunas import QUALITY_IOU_THRESHOLDS
-    evaluator = DetectionEvaluator(label_map)
-    for number, (gt, det) in enumerate(batches):
+    evaluator = DetectionEvaluator(scored.label_map)
+    for number, (gt, det) in enumerate(scored.detections):
         gt = {k: np.asarray(v) for k, v in gt.items()}
         gt["source_id"] = np.array([int(i) for i in gt["source_id"]], np.int64) + number * 10 ** 9
         evaluator.add(gt, {k: np.asarray(v) for k, v in det.items()})
-    return max(evaluator.average_precision(QUALITY_IOU_THRESHOLDS[metric]), 0.0)
+    return max(evaluator.average_precision(QUALITY_IOU_THRESHOLDS[scored.metric]), 0.0)
 
 
-MEASURES: Dict[str, Callable] = {SHIPPED_MEASURE: minibatch_quality, "pooled_quality": pooled_quality}
+def validation_loss(scored: Scored) -> float:
+    """Minus the mean detection loss (classification + localisation, as in training) on the loss
+    mini-batches: smooth where AP50 of a barely trained supernet is near 0."""
+    return -statistics.mean(scored.losses)
+
+
+MEASURES: Dict[str, Callable[[Scored], float]] = {
+    SHIPPED_MEASURE: minibatch_quality, "pooled_quality": pooled_quality, "validation_loss": validation_loss}
+
+
+def loss_batches(task, count: int) -> List:
+    """`count` fixed validation mini-batches of the search's size with training targets (no
+    augmentation), the same for every architecture."""
+    from mobiledets_tf.data import pipeline
+    c = task.config
+    dataset = pipeline.train_dataset(
+        task.data.val_pattern, task.detector.anchors, c.model.num_classes, c.model.input_size,
+        task.validation_batch_size, seed=c.search.seed, max_boxes=c.data.max_boxes, ssd_crop=False,
+        flip=False, shuffle_buffer=512, match_threshold=task.detector.match_threshold)
+    return list(dataset.take(count))
 
 
 def one_shot_scores(work_dir: str, config, archs: List[Dict]) -> Dict[str, Dict[str, float]]:
-    """{arch name: {measure: score}} with the supernet's weights (stage 3)."""
+    """{arch name: {measure: score}} with the supernet's weights (stage 3); recomputed when
+    WORK/oneshot.json lacks a measure of `MEASURES`."""
     path = os.path.join(work_dir, "oneshot.json")
     if os.path.exists(path):
         with open(path) as f:
-            return json.load(f)
+            scores = json.load(f)
+        if all(set(MEASURES) <= set(scores.get(a["name"], {})) for a in archs):
+            return scores
     import tensorflow as tf
     from mobiledets_tf.search.search_task import SearchTask
     task = SearchTask(config, tf.distribute.get_strategy())
     validation = iter(task.distributed_validation_dataset())
     batches = [next(validation) for _ in range(QUALITY_BATCHES.value)]
+    targets = loss_batches(task, QUALITY_BATCHES.value)
     detect = task.detect_fn()
+
+    @tf.function
+    def loss(images, batch_targets, choices):
+        losses = task.replica_losses(images, batch_targets, choices=choices)
+        return losses["classification_loss"] + losses["localization_loss"]
+
     checkpoint = tf.train.Checkpoint(model=task.model)
     detect(batches[0][0], tf.constant(archs[0]["indices"], tf.int32))   # builds the variables
     latest = tf.train.latest_checkpoint(supernet_dir(work_dir))
@@ -146,23 +196,49 @@ def one_shot_scores(work_dir: str, config, archs: List[Dict]) -> Dict[str, Dict[
     scores = {}
     for arch in archs:
         choices = tf.constant(arch["indices"], tf.int32)
-        scored = [(groundtruth, detect(images, choices)) for images, groundtruth in batches]
-        scores[arch["name"]] = {name: float(measure(scored, label_map, config.search.quality_metric)) for name, measure in MEASURES.items()}
+        scored = Scored(detections=[(groundtruth, detect(images, choices)) for images, groundtruth in batches],
+                        losses=[float(loss(images, t, choices)) for images, t in targets],
+                        label_map=label_map, metric=config.search.quality_metric)
+        scores[arch["name"]] = {name: float(measure(scored)) for name, measure in MEASURES.items()}
         print(f"{arch['name']}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores[arch["name"]].items()), flush=True)
     with open(path, "w") as f:
         json.dump({"checkpoint": latest, **scores}, f, indent=1)
     return {"checkpoint": latest, **scores}
 
 
+def standalone_root(work_dir: str) -> str:
+    return STANDALONE_ROOT.value or os.path.join(work_dir, "standalone")
+
+
 def standalone_dir(work_dir: str, name: str, seed: str) -> str:
-    return os.path.join(work_dir, "standalone", f"{name}_seed{seed}")
+    return os.path.join(standalone_root(work_dir), f"{name}_seed{seed}")
 
 
-def train_standalone(work_dir: str, archs: List[Dict]) -> None:
-    jobs = [standalone_job(CONFIG.value, arch["arch"], standalone_dir(work_dir, arch["name"], seed),
+def claim_standalone_root(work_dir: str, archs: List[Dict]) -> None:
+    """Records the recipe and the architectures in the standalone folder (its archs.json); exits when
+    that folder already holds another recipe or other architectures under the same names."""
+    path = os.path.join(standalone_root(work_dir), "archs.json")
+    recipe = {"config": os.path.abspath(CONFIG.value), "overrides": STANDALONE_OVERRIDE.value}
+    record = {"recipe": recipe, "archs": {}}
+    if os.path.exists(path):
+        with open(path) as f:
+            record = json.load(f)
+        if record["recipe"] != recipe:
+            sys.exit(f"{path}: the standalone trainings there used {record['recipe']}, not {recipe}")
+    clashes = [a["name"] for a in archs if record["archs"].get(a["name"], a["indices"]) != a["indices"]]
+    if clashes:
+        sys.exit(f"{path}: {', '.join(clashes)} name other architectures there (another --target_ms, "
+                 "--band or cost model): use another --standalone_root or --arch_seed")
+    record["archs"].update({a["name"]: a["indices"] for a in archs})
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(record, f, indent=1)
+
+
+def standalone_jobs(work_dir: str, archs: List[Dict]) -> List[Optional[Job]]:
+    return [standalone_job(CONFIG.value, arch["arch"], standalone_dir(work_dir, arch["name"], seed),
                            [*STANDALONE_OVERRIDE.value, f"train.seed={seed}"])
             for seed in STANDALONE_SEEDS.value for arch in archs]
-    run_pinned([job for job in jobs if job], JOBS.value)
 
 
 def rank_correlations(x: Sequence[float], y: Sequence[float]):
@@ -177,7 +253,7 @@ def report(work_dir: str, archs: List[Dict], scores: Dict, elapsed_min: float) -
     standalone = {a["name"]: [standalone_ap50(standalone_dir(work_dir, a["name"], s)) for s in seeds] for a in archs}
     mean_ap50 = [statistics.mean(standalone[a["name"]]) for a in archs]
     lines = [f"# One-shot quality vs standalone AP50 at a {TARGET_MS.value:g} ms target (measured)", "",
-             f"config: `{CONFIG.value}`; supernet: search overrides `{','.join(SEARCH_OVERRIDE.value) or '-'}`, "
+             f"config: `{os.path.relpath(CONFIG.value, ROOT)}`; supernet: search overrides `{','.join(SEARCH_OVERRIDE.value) or '-'}`, "
              f"checkpoint `{scores['checkpoint']}`; {len(archs)} random architectures predicted within "
              f"+-{100 * BAND.value:g}% of the target (seed {ARCH_SEED.value}); one-shot scores on "
              f"{QUALITY_BATCHES.value} validation mini-batches; standalone overrides "
@@ -214,11 +290,11 @@ def main(argv):
     if NUM_ARCHS.value < 3:
         sys.exit("--num_archs must be at least 3 for a rank correlation")
     started, work_dir = time.time(), WORK_DIR.value
-    train_supernet(work_dir)
-    config = supernet_config()
-    archs = architectures(work_dir, config)
-    scores = one_shot_scores(work_dir, config, archs)
-    train_standalone(work_dir, archs)
+    archs = architectures(work_dir, search_config())
+    claim_standalone_root(work_dir, archs)
+    jobs = [supernet_job(work_dir), *standalone_jobs(work_dir, archs)]
+    run_pinned([job for job in jobs if job], JOBS.value)
+    scores = one_shot_scores(work_dir, supernet_config(), archs)
     text = report(work_dir, archs, scores, (time.time() - started) / 60)
     write_results(NAME.value, text)
 

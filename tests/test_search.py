@@ -284,11 +284,24 @@ def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
     for arch in archs:
         assert space.indices_of(load_arch(arch["arch"])) == arch["indices"]
         assert abs(cost.predict(space, arch["indices"]) / target - 1) <= 0.2
+    ranking.claim_standalone_root(str(work), archs)
+    ranking.claim_standalone_root(str(work), archs)   # the same architectures and recipe: shared
+    other = [{**archs[0], "indices": archs[1]["indices"]}]
+    with pytest.raises(SystemExit, match=f"{archs[0]['name']} name other architectures"):
+        ranking.claim_standalone_root(str(work), other)
     scores = ranking.one_shot_scores(str(work), config, archs)
     for arch in archs:
         assert set(scores[arch["name"]]) == set(ranking.MEASURES)
-        assert all(0.0 <= v <= 1.0 for v in scores[arch["name"]].values())
+        quality = {k: v for k, v in scores[arch["name"]].items() if k != "validation_loss"}
+        assert all(0.0 <= v <= 1.0 for v in quality.values())
+        assert -1e3 < scores[arch["name"]]["validation_loss"] < 0.0
     assert ranking.one_shot_scores(str(work), config, archs) == scores   # resumed from oneshot.json
+    with open(work / "oneshot.json") as f:
+        stored = json.load(f)
+    del stored[archs[0]["name"]]["validation_loss"]
+    with open(work / "oneshot.json", "w") as f:
+        json.dump(stored, f)
+    assert ranking.one_shot_scores(str(work), config, archs) == scores   # a measure missing: recomputed
     # Stage 4's results (standalone AP50 per seed), then the report.
     ap50 = {}
     for k, arch in enumerate(archs):

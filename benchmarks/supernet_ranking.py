@@ -1,6 +1,6 @@
 """Benchmark: does the search's one-shot quality rank architectures as standalone training does?
 
-    python benchmarks/supernet_ranking.py --target_ms=25                        # hours on 2 CPUs
+    python benchmarks/supernet_ranking.py --target_ms=25                        # 61 min on 2 CPUs (AVX-512)
     python benchmarks/supernet_ranking.py --target_ms=25 --search_override=train.steps=2000 \
         --standalone_override=train.steps=1000 --num_archs=10
 
@@ -54,7 +54,7 @@ STANDALONE_ROOT = flags.DEFINE_string(
     "standalone_root", "", "Where the standalone trainings go (default WORK/standalone). Runs that compare "
     "supernets on the same architectures and recipe can share one, training each architecture once.")
 STANDALONE_SEEDS = flags.DEFINE_list("standalone_seeds", ["0", "1"], "train.seed of each standalone training.")
-JOBS = flags.DEFINE_integer("jobs", 2, "Standalone trainings at once, each pinned to one CPU.")
+JOBS = flags.DEFINE_integer("jobs", 2, "Jobs (the supernet's search, standalone trainings) at once, each pinned to one CPU.")
 NAME = flags.DEFINE_string("name", "supernet_ranking", "Result file stem under benchmarks/results/.")
 
 SHIPPED_MEASURE = "minibatch_quality"

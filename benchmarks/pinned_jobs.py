@@ -45,6 +45,7 @@ def run_pinned(jobs: Sequence[Job], parallel: int) -> None:
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART_SEARCH = os.path.join(REPO_ROOT, "configs", "experiments", "search_quickstart.yaml")   # the default search config
 
 
 def repository_path(path: str) -> str:

@@ -27,11 +27,10 @@ from typing import Dict, List, Tuple
 import yaml
 from absl import app, flags
 
-from pinned_jobs import binary, repository_path, run_pinned, standalone_ap50, standalone_job, write_results
+from pinned_jobs import (QUICKSTART_SEARCH, binary, repository_path, run_pinned, standalone_ap50, standalone_job,
+                         write_results)
 
 REWARDS = ("absolute", "mnas_soft", "mnas_hard")
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QUICKSTART_SEARCH = os.path.join(REPO_ROOT, "configs", "experiments", "search_quickstart.yaml")
 
 WORK_DIR = flags.DEFINE_string("work_dir", "runs/reward_comparison", "Where searches, models and measurements go.")
 CONFIG = flags.DEFINE_string("config", QUICKSTART_SEARCH, "Search config (also the standalone recipe's base).")

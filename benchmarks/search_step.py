@@ -46,10 +46,10 @@ from mobiledets_tf.search.space import INPUT_CHANNELS, SearchSpace, load_space
 from mobiledets_tf.search.supernet import Supernet
 from mobiledets_tf.stats import model_stats
 from mobiledets_tf.training.optimizer import build_optimizer
+from pinned_jobs import QUICKSTART_SEARCH, repository_path
 
 CONFIG = flags.DEFINE_string(
-    "config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "configs/experiments/search_quickstart.yaml"),
+    "config", QUICKSTART_SEARCH,
     "Search config of the whole iteration (data, cost model of --space/--platform, search settings).")
 SPACE = flags.DEFINE_string("space", "ibn_fused_tucker", "Search space (name or YAML file).")
 PLATFORM = flags.DEFINE_string("platform", "cpu", "Platform of the search space.")
@@ -94,7 +94,6 @@ def largest_indices(space: SearchSpace, input_size: int, depth_multiplier: float
 
 def search_iteration(space: SearchSpace, size: int, batch: int, multiplier: float, model_dir: str):
     """One whole `SearchLoop.search_step` on --config's data, as a function of no arguments."""
-    from pinned_jobs import repository_path
     from mobiledets_tf.config import load_config
     from mobiledets_tf.search.cost_model import CostModel
     from mobiledets_tf.search.search_task import SearchTask

@@ -36,10 +36,10 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
 from absl import app, flags
 
-from pinned_jobs import Job, binary, repository_path, run_pinned, standalone_ap50, standalone_job, write_results
+from pinned_jobs import (QUICKSTART_SEARCH, REPO_ROOT, Job, binary, repository_path, run_pinned, standalone_ap50,
+                         standalone_job, write_results)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = flags.DEFINE_string("config", os.path.join(ROOT, "configs/experiments/search_quickstart.yaml"),
+CONFIG = flags.DEFINE_string("config", QUICKSTART_SEARCH,
                              "Search config: the supernet's data and schedule, and the standalone recipe's base.")
 WORK_DIR = flags.DEFINE_string("work_dir", "runs/supernet_ranking", "Where the supernet, models and scores go.")
 TARGET_MS = flags.DEFINE_float("target_ms", 25.0, "Latency target (cost-model ms) of the search and the architectures.")
@@ -253,7 +253,7 @@ def report(work_dir: str, archs: List[Dict], scores: Dict, elapsed_min: float) -
     standalone = {a["name"]: [standalone_ap50(standalone_dir(work_dir, a["name"], s)) for s in seeds] for a in archs}
     mean_ap50 = [statistics.mean(standalone[a["name"]]) for a in archs]
     lines = [f"# One-shot quality vs standalone AP50 at a {TARGET_MS.value:g} ms target (measured)", "",
-             f"config: `{os.path.relpath(CONFIG.value, ROOT)}`; supernet: search overrides `{','.join(SEARCH_OVERRIDE.value) or '-'}`, "
+             f"config: `{os.path.relpath(CONFIG.value, REPO_ROOT)}`; supernet: search overrides `{','.join(SEARCH_OVERRIDE.value) or '-'}`, "
              f"checkpoint `{scores['checkpoint']}`; {len(archs)} random architectures predicted within "
              f"+-{100 * BAND.value:g}% of the target (seed {ARCH_SEED.value}); one-shot scores on "
              f"{QUALITY_BATCHES.value} validation mini-batches; standalone overrides "

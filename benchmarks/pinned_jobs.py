@@ -1,5 +1,6 @@
-"""Shared by the search benchmarks: the package's binaries, run as jobs pinned one per CPU, the
-standalone training of an architecture with a fixed recipe, and writing the report.
+"""Shared by the search benchmarks: the package's binaries, run as jobs pinned one per CPU, random
+architectures near a latency target, the standalone training of an architecture with a fixed recipe,
+and writing the report.
 
 Imported by `reward_comparison.py` and `supernet_ranking.py` (no flags here, so both can).
 """
@@ -8,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 Job = Tuple[str, List[str]]   # (log path, command)
 
@@ -52,6 +53,35 @@ def repository_path(path: str) -> str:
     """`path` as given when it exists (or is absolute), else relative to the repository's root (how
     configs name the shipped cost models)."""
     return path if os.path.isabs(path) or os.path.exists(path) else os.path.join(REPO_ROOT, path)
+
+
+def architectures_near_target(path: str, config, target_ms: float, count: int, band: float, seed: int,
+                               prefix: str) -> List[Dict]:
+    """[{name, indices, predicted_ms, arch}] of `count` distinct random architectures of the search
+    space of `config`, each predicted by its cost model within +-`band` of `target_ms`
+    (`random_search.sample_near_target`), named `{prefix}{number:02d}` and saved as ArchSpecs beside
+    `path` (in archs/); read back from `path` when it exists."""
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    from mobiledets_tf.search.cost_model import CostModel
+    from mobiledets_tf.search.random_search import sample_near_target
+    from mobiledets_tf.search.search_task import search_space_of
+    space = search_space_of(config)
+    cost_model = CostModel.load(repository_path(config.search.cost_model))
+    arch_dir = os.path.join(os.path.dirname(path), "archs")
+    os.makedirs(arch_dir, exist_ok=True)
+    rows = []
+    for number, (indices, predicted) in enumerate(sample_near_target(space, cost_model, target_ms, count, band,
+                                                                     seed=seed)):
+        name = f"{prefix}{number:02d}"
+        arch_path = os.path.join(arch_dir, f"{name}.yaml")
+        space.to_arch_spec(indices, name=name, description=f"random, predicted {predicted:.2f} ms").save(arch_path)
+        rows.append({"name": name, "indices": list(map(int, indices)), "predicted_ms": float(predicted),
+                     "arch": arch_path})
+    with open(path, "w") as f:
+        json.dump(rows, f, indent=1)
+    return rows
 
 
 def write_results(name: str, text: str) -> None:

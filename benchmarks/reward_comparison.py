@@ -1,15 +1,19 @@
-"""Benchmark: the three search rewards (absolute, mnas_soft, mnas_hard) at one latency target.
+"""Benchmark: the search rewards (absolute, mnas_soft, mnas_hard) at one latency target, against
+random architectures near the same target.
 
     python benchmarks/reward_comparison.py --target_ms=25                        # hours on 2 CPUs
-    python benchmarks/reward_comparison.py --target_ms=25 --search_override=train.steps=500
+    python benchmarks/reward_comparison.py --target_ms=25 --rewards=absolute --name=searched_vs_random
 
 Runs `mobiledets-search` once per reward and seed (search.seed and train.seed = the seed) with the
-same config and budget, then measures every found architecture as the cost model's data was measured
-(`mobiledets-cost-model measure`: exported at the model's size and precision, fastest of the timed
-runs, with nothing else running), trains each standalone with one fixed recipe
-(`mobiledets-train --config=... --arch=FOUND.yaml`, then `mobiledets-eval`), and writes
-benchmarks/results/{name}.md: per reward, how far each search landed from the target (measured and
-predicted) and the standalone AP50 of what it found, with mean and standard deviation.
+same config and budget, and draws --num_random random architectures predicted within
++-`--random_band` of the target by the search's cost model. It then measures every found and random
+architecture as the cost model's data was measured (`mobiledets-cost-model measure`: exported at the
+model's size and precision, fastest of the timed runs, with nothing else running), trains each
+standalone with one fixed recipe (`mobiledets-train --config=... --arch=ARCH.yaml`, then
+`mobiledets-eval`), and writes benchmarks/results/{name}.md: per reward, how far each search landed
+from the target (measured and predicted) and the standalone AP50 of what it found, with mean and
+standard deviation, beside the random group's; a reward passes when its mean AP50 exceeds the random
+mean by more than one standard deviation of the random group.
 
 Searches and trainings run --jobs at a time, each pinned to its own CPU (`taskset`); the latency
 measurement runs alone. Every stage writes its result into --work_dir and is skipped when that result
@@ -27,10 +31,11 @@ from typing import Dict, List, Tuple
 import yaml
 from absl import app, flags
 
-from pinned_jobs import (QUICKSTART_SEARCH, binary, repository_path, run_pinned, standalone_ap50, standalone_job,
-                         write_results)
+from pinned_jobs import (QUICKSTART_SEARCH, Job, architectures_near_target, binary, repository_path, run_pinned,
+                         standalone_ap50, standalone_job, write_results)
 
 REWARDS = ("absolute", "mnas_soft", "mnas_hard")
+RANDOM = "random"   # the group of random architectures in the keys and the report
 
 WORK_DIR = flags.DEFINE_string("work_dir", "runs/reward_comparison", "Where searches, models and measurements go.")
 CONFIG = flags.DEFINE_string("config", QUICKSTART_SEARCH, "Search config (also the standalone recipe's base).")
@@ -40,6 +45,11 @@ SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Search seeds (search.seed a
 SEARCH_OVERRIDE = flags.DEFINE_list("search_override", [], "Config overrides of every search (key=value).")
 STANDALONE_OVERRIDE = flags.DEFINE_list("standalone_override", ["train.steps=1000"],
                                         "Config overrides of every standalone training (key=value).")
+NUM_RANDOM = flags.DEFINE_integer("num_random", 6, "Random architectures near the target, trained with the same "
+                                  "recipe as what the searches found (0: none).")
+RANDOM_BAND = flags.DEFINE_float("random_band", 0.03, "Relative band around the target the random architectures "
+                                 "are predicted in.")
+RANDOM_SEED = flags.DEFINE_integer("random_seed", 0, "Seed of the random architectures.")
 JOBS = flags.DEFINE_integer("jobs", 2, "Searches or trainings at once, each pinned to one CPU.")
 ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved timing passes of the latency measurement.")
 NAME = flags.DEFINE_string("name", "reward_comparison", "Result file stem under benchmarks/results/.")
@@ -53,7 +63,8 @@ def search_dir(work_dir: str, key: str) -> str:
     return os.path.join(work_dir, "search", key)
 
 
-def run_searches(work_dir: str, keys: Dict[str, Tuple[str, str]]) -> None:
+def search_jobs(work_dir: str, keys: Dict[str, Tuple[str, str]]) -> List[Job]:
+    """The searches not yet finished, as jobs."""
     commands = []
     for key, (reward, seed) in keys.items():
         model_dir = search_dir(work_dir, key)
@@ -65,11 +76,23 @@ def run_searches(work_dir: str, keys: Dict[str, Tuple[str, str]]) -> None:
         commands.append((os.path.join(model_dir, "search.log"),
                          [binary("mobiledets-search"), f"--config={CONFIG.value}", f"--model_dir={model_dir}",
                           f"--target_ms={TARGET_MS.value}", f"--override={','.join(overrides)}"]))
-    run_pinned(commands, JOBS.value)
+    return commands
+
+
+def random_keys(work_dir: str) -> Dict[str, Tuple[str, str]]:
+    """Draws the random architectures (WORK/archs/random_NN.yaml) and keys them as the group RANDOM."""
+    from mobiledets_tf.config import load_config
+    if NUM_RANDOM.value <= 0:
+        return {}
+    rows = architectures_near_target(os.path.join(work_dir, "random.json"),
+                                     load_config(CONFIG.value, SEARCH_OVERRIDE.value), TARGET_MS.value,
+                                     NUM_RANDOM.value, RANDOM_BAND.value, RANDOM_SEED.value, prefix=f"{RANDOM}_")
+    return {row["name"]: (RANDOM, row["name"][len(RANDOM) + 1:]) for row in rows}
 
 
 def found_arch(work_dir: str, key: str) -> str:
-    """The found ArchSpec, renamed after its run (the measurement needs distinct names)."""
+    """The found ArchSpec, renamed after its run (the measurement needs distinct names); a random
+    architecture's ArchSpec as drawn."""
     path = os.path.join(work_dir, "archs", f"{key}.yaml")
     if not os.path.exists(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -81,11 +104,6 @@ def found_arch(work_dir: str, key: str) -> str:
     return path
 
 
-def search_config(key_dir: str) -> dict:
-    with open(os.path.join(key_dir, "config.yaml")) as f:
-        return yaml.safe_load(f)
-
-
 def measure_latency(work_dir: str, keys) -> list:
     """The cost-model measurement of every found architecture; only those not yet measured are timed."""
     output = os.path.join(work_dir, "measured.json")
@@ -95,7 +113,8 @@ def measure_latency(work_dir: str, keys) -> list:
             rows = json.load(f)
     missing = [key for key in keys if key not in {row["arch"] for row in rows}]
     if missing:
-        cost_model = repository_path(search_config(search_dir(work_dir, missing[0]))["search"]["cost_model"])
+        from mobiledets_tf.config import load_config
+        cost_model = repository_path(load_config(CONFIG.value, SEARCH_OVERRIDE.value).search.cost_model)
         archs = ",".join(found_arch(work_dir, key) for key in missing)
         new_rows = os.path.join(work_dir, "measured_new.json")
         subprocess.run([binary("mobiledets-cost-model"), "measure", f"--model={cost_model}", f"--arch={archs}",
@@ -113,10 +132,11 @@ def standalone_dir(work_dir: str, key: str) -> str:
     return os.path.join(work_dir, "standalone", key)
 
 
-def train_standalone(work_dir: str, keys) -> None:
+def standalone_jobs(work_dir: str, keys) -> List[Job]:
+    """The standalone trainings of `keys` not yet evaluated, as jobs."""
     jobs = [standalone_job(CONFIG.value, found_arch(work_dir, key), standalone_dir(work_dir, key),
                            STANDALONE_OVERRIDE.value) for key in keys]
-    run_pinned([job for job in jobs if job], JOBS.value)
+    return [job for job in jobs if job]
 
 
 def ap50(work_dir: str, key: str) -> float:
@@ -129,6 +149,14 @@ def mean_std(values: List[float]) -> str:
     return f"{statistics.mean(values):.3f} +- {statistics.stdev(values):.3f}"
 
 
+def beats_random(searched: List[float], random: List[float]) -> str:
+    """The acceptance line of one reward: its mean standalone AP50 against the random group's."""
+    if len(random) < 2 or not searched:
+        return "-"
+    margin, spread = statistics.mean(searched) - statistics.mean(random), statistics.stdev(random)
+    return f"{margin:+.3f} vs {spread:.3f}: {'yes' if margin > spread else 'no'}"
+
+
 def report(work_dir: str, keys: Dict[str, Tuple[str, str]], measured: list, elapsed_min: float) -> str:
     from mobiledets_tf.benchmark.local import cpu_name, vector_extensions
     by_name = {row["arch"]: row for row in measured}
@@ -137,6 +165,8 @@ def report(work_dir: str, keys: Dict[str, Tuple[str, str]], measured: list, elap
              f"command: `python {' '.join(sys.argv)}`  ", f"config: `{CONFIG.value}`, search overrides "
              f"`{','.join(SEARCH_OVERRIDE.value) or '-'}`, standalone overrides `{','.join(STANDALONE_OVERRIDE.value)}`  ",
              f"CPU: {cpu_name()} ({os.cpu_count()} CPUs), vector extensions: {vector_extensions()}  ", f"wall time of this invocation: {elapsed_min:.0f} min", "",
+             f"random architectures: {NUM_RANDOM.value} predicted within +-{100 * RANDOM_BAND.value:g}% of the "
+             f"target (seed {RANDOM_SEED.value})", "",
              "| reward | seed | predicted ms | measured ms (fastest run) | off target | standalone AP50 |",
              "|---|---|---|---|---|---|"]
     summary = {}
@@ -146,9 +176,13 @@ def report(work_dir: str, keys: Dict[str, Tuple[str, str]], measured: list, elap
         summary.setdefault(reward, []).append((abs(off), ap50(work_dir, key)))
         lines.append(f"| {reward} | {seed} | {row['predicted_ms']:.2f} | {row['measured_ms']:.2f} | {off:+.1f}% | "
                      f"{ap50(work_dir, key):.3f} |")
-    lines += ["", "| reward | mean abs. distance from the target | standalone AP50 |", "|---|---|---|"]
+    random = [a for _, a in summary.get(RANDOM, [])]
+    lines += ["", "| reward | mean abs. distance from the target | standalone AP50 | mean minus random mean vs "
+              "random std: above it? |", "|---|---|---|---|"]
     for reward, rows in summary.items():
-        lines.append(f"| {reward} | {statistics.mean(d for d, _ in rows):.1f}% | {mean_std([a for _, a in rows])} |")
+        versus = "" if reward == RANDOM else beats_random([a for _, a in rows], random)
+        lines.append(f"| {reward} | {statistics.mean(d for d, _ in rows):.1f}% | {mean_std([a for _, a in rows])} | "
+                     f"{versus} |")
     return "\n".join(lines) + "\n"
 
 
@@ -160,10 +194,13 @@ def main(argv):
     if not shutil.which("taskset"):
         sys.exit("taskset (util-linux) is needed to pin each job to one CPU")
     started, work_dir = time.time(), WORK_DIR.value
-    keys = {run_key(r, s): (r, s) for r in REWARD_LIST.value for s in SEEDS.value}
-    run_searches(work_dir, keys)
+    searched = {run_key(r, s): (r, s) for r in REWARD_LIST.value for s in SEEDS.value}
+    random = random_keys(work_dir)
+    # The random architectures train while the searches run; the latency measurement runs alone.
+    run_pinned(search_jobs(work_dir, searched) + standalone_jobs(work_dir, random), JOBS.value)
+    keys = {**searched, **random}
     measured = measure_latency(work_dir, keys)
-    train_standalone(work_dir, keys)
+    run_pinned(standalone_jobs(work_dir, searched), JOBS.value)
     text = report(work_dir, keys, measured, (time.time() - started) / 60)
     write_results(NAME.value, text)
 

@@ -36,8 +36,8 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
 from absl import app, flags
 
-from pinned_jobs import (QUICKSTART_SEARCH, REPO_ROOT, Job, binary, repository_path, run_pinned, standalone_ap50,
-                         standalone_job, write_results)
+from pinned_jobs import (QUICKSTART_SEARCH, REPO_ROOT, Job, architectures_near_target, binary, run_pinned,
+                         standalone_ap50, standalone_job, write_results)
 
 CONFIG = flags.DEFINE_string("config", QUICKSTART_SEARCH,
                              "Search config: the supernet's data and schedule, and the standalone recipe's base.")
@@ -90,28 +90,9 @@ def supernet_config():
 
 
 def architectures(work_dir: str, config) -> List[Dict]:
-    """[{name, indices, predicted_ms, arch}] of the random architectures near the target (stage 2)."""
-    path = os.path.join(work_dir, "archs.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    from mobiledets_tf.search.cost_model import CostModel
-    from mobiledets_tf.search.random_search import sample_near_target
-    from mobiledets_tf.search.search_task import search_space_of
-    space = search_space_of(config)
-    cost_model = CostModel.load(repository_path(config.search.cost_model))
-    rows = []
-    os.makedirs(os.path.join(work_dir, "archs"), exist_ok=True)
-    for number, (indices, predicted) in enumerate(sample_near_target(
-            space, cost_model, TARGET_MS.value, NUM_ARCHS.value, BAND.value, seed=ARCH_SEED.value)):
-        name = f"arch{ARCH_SEED.value}_{number:02d}"
-        arch_path = os.path.join(work_dir, "archs", f"{name}.yaml")
-        space.to_arch_spec(indices, name=name, description=f"random, predicted {predicted:.2f} ms").save(arch_path)
-        rows.append({"name": name, "indices": list(map(int, indices)), "predicted_ms": float(predicted),
-                     "arch": arch_path})
-    with open(path, "w") as f:
-        json.dump(rows, f, indent=1)
-    return rows
+    """[{name, indices, predicted_ms, arch}] of the random architectures near the target (stage 1)."""
+    return architectures_near_target(os.path.join(work_dir, "archs.json"), config, TARGET_MS.value, NUM_ARCHS.value,
+                                     BAND.value, ARCH_SEED.value, prefix=f"arch{ARCH_SEED.value}_")
 
 
 class Scored(NamedTuple):

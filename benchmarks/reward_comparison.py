@@ -31,10 +31,10 @@ from typing import Dict, List, Tuple
 import yaml
 from absl import app, flags
 
+from mobiledets_tf.search.rewards import REWARDS
 from pinned_jobs import (QUICKSTART_SEARCH, Job, architectures_near_target, binary, repository_path, run_pinned,
                          standalone_ap50, standalone_job, write_results)
 
-REWARDS = ("absolute", "mnas_soft", "mnas_hard")
 RANDOM = "random"   # the group of random architectures in the keys and the report
 
 WORK_DIR = flags.DEFINE_string("work_dir", "runs/reward_comparison", "Where searches, models and measurements go.")

@@ -32,8 +32,8 @@ import yaml
 from absl import app, flags
 
 from mobiledets_tf.search.rewards import REWARDS
-from pinned_jobs import (QUICKSTART_SEARCH, Job, architectures_near_target, binary, repository_path, run_pinned,
-                         standalone_ap50, standalone_job, write_results)
+from pinned_jobs import (QUICKSTART_SEARCH, STANDALONE_RECIPE, Job, architectures_near_target, binary,
+                         repository_path, run_pinned, standalone_ap50, standalone_job, write_results)
 
 RANDOM = "random"   # the group of random architectures in the keys and the report
 
@@ -43,7 +43,7 @@ TARGET_MS = flags.DEFINE_float("target_ms", 25.0, "Latency target of every searc
 REWARD_LIST = flags.DEFINE_list("rewards", list(REWARDS), "Rewards to compare.")
 SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Search seeds (search.seed and train.seed).")
 SEARCH_OVERRIDE = flags.DEFINE_list("search_override", [], "Config overrides of every search (key=value).")
-STANDALONE_OVERRIDE = flags.DEFINE_list("standalone_override", ["train.steps=1000"],
+STANDALONE_OVERRIDE = flags.DEFINE_list("standalone_override", STANDALONE_RECIPE,
                                         "Config overrides of every standalone training (key=value).")
 NUM_RANDOM = flags.DEFINE_integer("num_random", 6, "Random architectures near the target, trained with the same "
                                   "recipe as what the searches found (0: none).")

@@ -1,8 +1,9 @@
 """Benchmark: does the search's one-shot quality rank architectures as standalone training does?
 
-    python benchmarks/supernet_ranking.py --target_ms=25                        # 61 min on 2 CPUs (AVX-512)
-    python benchmarks/supernet_ranking.py --target_ms=25 --search_override=train.steps=2000 \
-        --standalone_override=train.steps=1000 --num_archs=10
+    python benchmarks/supernet_ranking.py --target_ms=25     # about 100 min on 2 CPUs (AVX-512)
+    # another supernet on the same architectures, reusing their standalone trainings:
+    python benchmarks/supernet_ranking.py --target_ms=25 --work_dir=runs/ranking_3000 \
+        --search_override=train.steps=3000 --standalone_root=runs/supernet_ranking/standalone
 
 Stages, each written into --work_dir and skipped when its result exists (an interrupted run resumes):
 1. **architectures**: --num_archs distinct random architectures of the space, all predicted within
@@ -36,8 +37,8 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
 from absl import app, flags
 
-from pinned_jobs import (QUICKSTART_SEARCH, REPO_ROOT, Job, architectures_near_target, binary, run_pinned,
-                         standalone_ap50, standalone_job, write_results)
+from pinned_jobs import (QUICKSTART_SEARCH, REPO_ROOT, STANDALONE_RECIPE, Job, architectures_near_target, binary,
+                         run_pinned, standalone_ap50, standalone_job, write_results)
 
 CONFIG = flags.DEFINE_string("config", QUICKSTART_SEARCH,
                              "Search config: the supernet's data and schedule, and the standalone recipe's base.")
@@ -48,7 +49,7 @@ NUM_ARCHS = flags.DEFINE_integer("num_archs", 10, "Architectures to rank.")
 ARCH_SEED = flags.DEFINE_integer("arch_seed", 0, "Seed of the random architectures (a fresh set: another seed).")
 QUALITY_BATCHES = flags.DEFINE_integer("quality_batches", 8, "Validation mini-batches each architecture is scored on.")
 SEARCH_OVERRIDE = flags.DEFINE_list("search_override", [], "Config overrides of the supernet's search (key=value).")
-STANDALONE_OVERRIDE = flags.DEFINE_list("standalone_override", ["train.steps=1000"],
+STANDALONE_OVERRIDE = flags.DEFINE_list("standalone_override", STANDALONE_RECIPE,
                                         "Config overrides of every standalone training (key=value).")
 STANDALONE_ROOT = flags.DEFINE_string(
     "standalone_root", "", "Where the standalone trainings go (default WORK/standalone). Runs that compare "

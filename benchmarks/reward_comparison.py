@@ -79,13 +79,17 @@ def search_jobs(work_dir: str, keys: Dict[str, Tuple[str, str]]) -> List[Job]:
     return commands
 
 
+def search_config():
+    """The searches' config: --config with --search_override (its cost model predicts every latency)."""
+    from mobiledets_tf.config import load_config
+    return load_config(CONFIG.value, SEARCH_OVERRIDE.value)
+
+
 def random_keys(work_dir: str) -> Dict[str, Tuple[str, str]]:
     """Draws the random architectures (WORK/archs/random_NN.yaml) and keys them as the group RANDOM."""
-    from mobiledets_tf.config import load_config
     if NUM_RANDOM.value <= 0:
         return {}
-    rows = architectures_near_target(os.path.join(work_dir, "random.json"),
-                                     load_config(CONFIG.value, SEARCH_OVERRIDE.value), TARGET_MS.value,
+    rows = architectures_near_target(os.path.join(work_dir, "random.json"), search_config(), TARGET_MS.value,
                                      NUM_RANDOM.value, RANDOM_BAND.value, RANDOM_SEED.value, prefix=f"{RANDOM}_")
     return {row["name"]: (RANDOM, row["name"][len(RANDOM) + 1:]) for row in rows}
 
@@ -113,8 +117,7 @@ def measure_latency(work_dir: str, keys) -> list:
             rows = json.load(f)
     missing = [key for key in keys if key not in {row["arch"] for row in rows}]
     if missing:
-        from mobiledets_tf.config import load_config
-        cost_model = repository_path(load_config(CONFIG.value, SEARCH_OVERRIDE.value).search.cost_model)
+        cost_model = repository_path(search_config().search.cost_model)
         archs = ",".join(found_arch(work_dir, key) for key in missing)
         new_rows = os.path.join(work_dir, "measured_new.json")
         subprocess.run([binary("mobiledets-cost-model"), "measure", f"--model={cost_model}", f"--arch={archs}",

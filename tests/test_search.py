@@ -317,3 +317,6 @@ def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
     expected = stats.kendalltau(shipped, mean_ap50).statistic
     assert text.rstrip().splitlines()[-1] == f"Kendall tau (shipped defaults): {expected:.3f}"
     assert "| standalone seed 0 vs seed 1 (the ceiling) | 1.000 |" in text
+    per_seed = np.mean([stats.kendalltau(shipped, [ap50[a["name"], s] for a in archs]).statistic for s in ("0", "1")])
+    rho = stats.spearmanr(shipped, mean_ap50).statistic
+    assert f"| {ranking.SHIPPED_MEASURE} (shipped) | {expected:.3f} | {rho:.3f} | {per_seed:.3f} |" in text

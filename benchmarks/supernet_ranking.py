@@ -26,8 +26,9 @@ Stages, each written into --work_dir and skipped when its result exists (an inte
 4. **report**: Kendall tau and Spearman rho between each one-shot measure and the mean standalone
    AP50 of the seeds, the measure's tau against each seed's AP50 alone (averaged over the seeds),
    and the seed-to-seed tau (averaged over the pairs of seeds: the ceiling a one-shot measure can
-   reach against one seed), in benchmarks/results/{--name}.md, which ends with `Kendall tau (shipped defaults): X`
-   and the command.
+   reach against one seed), in benchmarks/results/{--name}.md, which ends with the command and
+   `Kendall tau (shipped defaults): X` (with --config or --search_override other than the shipped
+   search config's: `Kendall tau (the search measure of this supernet): X`).
 """
 import itertools
 import json

@@ -320,3 +320,9 @@ def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
     per_seed = np.mean([stats.kendalltau(shipped, [ap50[a["name"], s] for a in archs]).statistic for s in ("0", "1")])
     rho = stats.spearmanr(shipped, mean_ap50).statistic
     assert f"| {ranking.SHIPPED_MEASURE} (shipped) | {expected:.3f} | {rho:.3f} | {per_seed:.3f} |" in text
+    flags.FLAGS.search_override = ["train.steps=2"]   # not the shipped search: not called shipped defaults
+    try:
+        text = ranking.report(str(work), archs, scores, 1.0)
+    finally:
+        flags.FLAGS.search_override = []
+    assert text.rstrip().splitlines()[-1] == f"Kendall tau (the search measure of this supernet): {expected:.3f}"

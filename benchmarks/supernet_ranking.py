@@ -256,19 +256,18 @@ def report(work_dir: str, archs: List[Dict], scores: Dict, elapsed_min: float) -
                      " | ".join(f"{v:.3f}" for v in standalone[arch["name"]]) + " |")
     lines += ["", "| one-shot measure | Kendall tau | Spearman rho | Kendall tau against one seed (mean over seeds) |",
               "|---|---|---|---|"]
+    by_seed = [[standalone[a["name"]][k] for a in archs] for k in range(len(seeds))]   # AP50 columns
     taus = {}
     for measure in MEASURES:
         score = [scores[a["name"]][measure] for a in archs]
         tau, rho = rank_correlations(score, mean_ap50)
         taus[measure] = tau
-        per_seed = statistics.mean(rank_correlations(score, [standalone[a["name"]][k] for a in archs])[0]
-                                   for k in range(len(seeds)))
+        per_seed = statistics.mean(rank_correlations(score, column)[0] for column in by_seed)
         lines.append(f"| {measure}{' (shipped)' if measure == SHIPPED_MEASURE else ''} | {tau:.3f} | {rho:.3f} | "
                      f"{per_seed:.3f} |")
     if len(seeds) > 1:
-        pairs = list(itertools.combinations(range(len(seeds)), 2))
-        correlations = [rank_correlations([standalone[a["name"]][i] for a in archs],
-                                          [standalone[a["name"]][j] for a in archs]) for i, j in pairs]
+        pairs = list(itertools.combinations(by_seed, 2))
+        correlations = [rank_correlations(first, second) for first, second in pairs]
         tau = statistics.mean(t for t, _ in correlations)
         rho = statistics.mean(r for _, r in correlations)
         label = (f"standalone seed {seeds[0]} vs seed {seeds[1]}" if len(seeds) == 2 else

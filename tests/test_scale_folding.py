@@ -5,9 +5,10 @@ import collections
 import numpy as np
 import pytest
 import tensorflow as tf
+from ai_edge_litert import schema_py_generated as tfl
 
 from mobiledets_tf.export.converter import convert_function, holding_variables, trace_in_form
-from mobiledets_tf.export.flatbuffer_model import as_bytes, read_model
+from mobiledets_tf.export.flatbuffer_model import as_bytes, builtin_code, pack_model, read_model
 from mobiledets_tf.export.scale_folding import fold_scalar_multiplications
 from mobiledets_tf.export.tflite_model import read_tflite
 from mobiledets_tf.keras import keras
@@ -15,6 +16,7 @@ from mobiledets_tf.layers import HardSwish, SqueezeExciteGate
 from mobiledets_tf.tflite_runtime import load_interpreter
 
 SIZE = 16
+OP = tfl.BuiltinOperator
 
 
 def _hard_swish_block(residual: bool = False, scaled_input_conv: bool = False):
@@ -136,6 +138,36 @@ def test_convolutions_after_the_product_absorb_it_in_their_weight_scales():
     images = _images(8, seed=3)
     (old, _), (new, _) = _outputs(unfolded, images), _outputs(folded, images)
     assert np.abs(old - new).max() <= 1
+
+
+def _convolution_reading_the_scaled_product(model_bytes: bytes, product_scale_factor: float) -> bytes:
+    """The `scaled_input_conv` block with `after_scaling` reading `relu(x) * 0.25` itself (the
+    converter folds that scaling into the convolution, so it is rewired here) and the product's scale
+    times `product_scale_factor`, as when quantization-aware training gives the product a range of its own."""
+    model = read_model(model_bytes)
+    graph = model.subgraphs[0]
+    code = lambda op: builtin_code(model, op)   # noqa: E731
+    pooled = {int(op.inputs[0]) for op in graph.operators if code(op) in (OP.MEAN, OP.AVERAGE_POOL_2D)}
+    constant = lambda t: model.buffers[graph.tensors[t].buffer].data is not None   # noqa: E731
+    (scaling,) = [op for op in graph.operators if code(op) == OP.MUL and int(op.outputs[0]) in pooled
+                  and any(constant(t) for t in op.inputs)]
+    (x,) = [int(t) for t in scaling.inputs if not constant(t)]
+    (convolution,) = [op for op in graph.operators if code(op) == OP.CONV_2D and int(op.inputs[0]) == x]
+    product = int(scaling.outputs[0])
+    convolution.inputs[0] = product
+    graph.tensors[product].quantization.scale = [float(s) * product_scale_factor
+                                                 for s in graph.tensors[product].quantization.scale]
+    return pack_model(model)
+
+
+def test_a_convolution_reading_the_product_at_a_scale_of_its_own_keeps_it():
+    unfolded = _int8(_hard_swish_block(scaled_input_conv=True))
+    # A convolution reading the product absorbs the fold only while its bias's scale (input scale x
+    # weight scale) stays that of x times c: within TFLite's tolerance it folds, 1% off it does not.
+    within, folded_within = fold_scalar_multiplications(_convolution_reading_the_scaled_product(unfolded, 1 + 1e-8))
+    beyond, folded_beyond = fold_scalar_multiplications(_convolution_reading_the_scaled_product(unfolded, 1.01))
+    assert folded_within == 5 and _scalar_muls(within) == 0
+    assert folded_beyond == 4 and _scalar_muls(beyond) == 1
 
 
 def test_models_without_a_scalar_multiplication_come_back_unchanged():

@@ -148,7 +148,11 @@ def _convolution_reading_the_scaled_product(model_bytes: bytes, product_scale_fa
     graph = model.subgraphs[0]
     code = lambda op: builtin_code(model, op)   # noqa: E731
     pooled = {int(op.inputs[0]) for op in graph.operators if code(op) in (OP.MEAN, OP.AVERAGE_POOL_2D)}
-    constant = lambda t: model.buffers[graph.tensors[t].buffer].data is not None   # noqa: E731
+
+    def constant(tensor: int) -> bool:   # as scale_folding reads it: a buffer with data
+        data = model.buffers[graph.tensors[tensor].buffer].data
+        return data is not None and len(data) > 0
+
     (scaling,) = [op for op in graph.operators if code(op) == OP.MUL and int(op.outputs[0]) in pooled
                   and any(constant(t) for t in op.inputs)]
     (x,) = [int(t) for t in scaling.inputs if not constant(t)]

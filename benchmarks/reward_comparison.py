@@ -9,11 +9,12 @@ same config and budget, and draws --num_random random architectures predicted wi
 +-`--random_band` of the target by the search's cost model. It then measures every found and random
 architecture as the cost model's data was measured (`mobiledets-cost-model measure`: exported at the
 model's size and precision, fastest of the timed runs, with nothing else running), trains each
-standalone with one fixed recipe (`mobiledets-train --config=... --arch=ARCH.yaml`, then
-`mobiledets-eval`), and writes benchmarks/results/{name}.md: per reward, how far each search landed
-from the target (measured and predicted) and the standalone AP50 of what it found, with mean and
-standard deviation, beside the random group's; a reward passes when its mean AP50 exceeds the random
-mean by more than one standard deviation of the random group.
+standalone with one fixed recipe once per --standalone_seeds (`mobiledets-train --config=...
+--arch=ARCH.yaml`, then `mobiledets-eval`), and writes benchmarks/results/{name}.md: per reward, how
+far each search landed from the target (measured and predicted) and the standalone AP50 of what it
+found (the mean over the seeds), with mean and standard deviation over the architectures, beside the
+random group's; a reward passes when its mean AP50 exceeds the random mean by more than one standard
+deviation of the random group.
 
 Searches and trainings run --jobs at a time, each pinned to its own CPU (`taskset`); the latency
 measurement runs alone. Every stage writes its result into --work_dir and is skipped when that result
@@ -45,6 +46,10 @@ SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Search seeds (search.seed a
 SEARCH_OVERRIDE = flags.DEFINE_list("search_override", [], "Config overrides of every search (key=value).")
 STANDALONE_OVERRIDE = flags.DEFINE_list("standalone_override", STANDALONE_RECIPE,
                                         "Config overrides of every standalone training (key=value).")
+STANDALONE_SEEDS = flags.DEFINE_list("standalone_seeds", ["0", "1", "2"],
+                                      "train.seed of each standalone training; an architecture's standalone AP50 "
+                                      "is the mean over them (with one seed, one architecture's AP50 can move by "
+                                      "0.13 with the seed).")
 NUM_RANDOM = flags.DEFINE_integer("num_random", 6, "Random architectures near the target, trained with the same "
                                   "recipe as what the searches found (0: none).")
 RANDOM_BAND = flags.DEFINE_float("random_band", 0.03, "Relative band around the target the random architectures "
@@ -131,19 +136,26 @@ def measure_latency(work_dir: str, keys) -> list:
     return rows
 
 
-def standalone_dir(work_dir: str, key: str) -> str:
-    return os.path.join(work_dir, "standalone", key)
+def standalone_dir(work_dir: str, key: str, seed: str) -> str:
+    return os.path.join(work_dir, "standalone", key, f"seed{seed}")
 
 
 def standalone_jobs(work_dir: str, keys) -> List[Job]:
-    """The standalone trainings of `keys` not yet evaluated, as jobs."""
-    jobs = [standalone_job(CONFIG.value, found_arch(work_dir, key), standalone_dir(work_dir, key),
-                           STANDALONE_OVERRIDE.value) for key in keys]
+    """The standalone trainings of `keys` not yet evaluated, one per seed, as jobs (every architecture's
+    first seed before any second one)."""
+    jobs = [standalone_job(CONFIG.value, found_arch(work_dir, key), standalone_dir(work_dir, key, seed),
+                           [*STANDALONE_OVERRIDE.value, f"train.seed={seed}"])
+            for seed in STANDALONE_SEEDS.value for key in keys]
     return [job for job in jobs if job]
 
 
+def ap50_per_seed(work_dir: str, key: str) -> List[float]:
+    return [standalone_ap50(standalone_dir(work_dir, key, seed)) for seed in STANDALONE_SEEDS.value]
+
+
 def ap50(work_dir: str, key: str) -> float:
-    return standalone_ap50(standalone_dir(work_dir, key))
+    """An architecture's standalone AP50: the mean over --standalone_seeds."""
+    return statistics.mean(ap50_per_seed(work_dir, key))
 
 
 def mean_std(values: List[float]) -> str:
@@ -163,22 +175,25 @@ def beats_random(searched: List[float], random: List[float]) -> str:
 def report(work_dir: str, keys: Dict[str, Tuple[str, str]], measured: list, elapsed_min: float) -> str:
     from mobiledets_tf.benchmark.local import cpu_name, vector_extensions
     by_name = {row["arch"]: row for row in measured}
-    target = TARGET_MS.value
+    target, seeds = TARGET_MS.value, STANDALONE_SEEDS.value
     lines = [f"# Search rewards at a {target:g} ms target (measured)", "",
              f"command: `python {' '.join(sys.argv)}`  ", f"config: `{CONFIG.value}`, search overrides "
-             f"`{','.join(SEARCH_OVERRIDE.value) or '-'}`, standalone overrides `{','.join(STANDALONE_OVERRIDE.value)}`  ",
+             f"`{','.join(SEARCH_OVERRIDE.value) or '-'}`, standalone overrides `{','.join(STANDALONE_OVERRIDE.value)}`, "
+             f"standalone seeds (train.seed) {', '.join(seeds)}  ",
              f"CPU: {cpu_name()} ({os.cpu_count()} CPUs), vector extensions: {vector_extensions()}  ", f"wall time of this invocation: {elapsed_min:.0f} min", "",
              f"random architectures: {NUM_RANDOM.value} predicted within +-{100 * RANDOM_BAND.value:g}% of the "
              f"target (seed {RANDOM_SEED.value})", "",
-             "| reward | seed | predicted ms | measured ms (fastest run) | off target | standalone AP50 |",
-             "|---|---|---|---|---|---|"]
-    summary = {}
+             "| reward | seed | predicted ms | measured ms (fastest run) | off target | standalone AP50 (mean of the "
+             f"seeds) | per seed ({', '.join(seeds)}) |", "|---|---|---|---|---|---|---|"]
+    summary, seed_spreads = {}, []
     for key, (reward, seed) in keys.items():
-        row = by_name[key]
+        row, per_seed = by_name[key], ap50_per_seed(work_dir, key)
         off = 100 * (row["measured_ms"] - target) / target
-        summary.setdefault(reward, []).append((abs(off), ap50(work_dir, key)))
+        summary.setdefault(reward, []).append((abs(off), statistics.mean(per_seed)))
+        if len(per_seed) > 1:
+            seed_spreads.append(statistics.stdev(per_seed))
         lines.append(f"| {reward} | {seed} | {row['predicted_ms']:.2f} | {row['measured_ms']:.2f} | {off:+.1f}% | "
-                     f"{ap50(work_dir, key):.3f} |")
+                     f"{statistics.mean(per_seed):.3f} | {' / '.join(f'{a:.3f}' for a in per_seed)} |")
     random = [a for _, a in summary.get(RANDOM, [])]
     lines += ["", "| reward | mean abs. distance from the target | standalone AP50 | mean minus random mean vs "
               "random std: above it? |", "|---|---|---|---|"]
@@ -186,6 +201,10 @@ def report(work_dir: str, keys: Dict[str, Tuple[str, str]], measured: list, elap
         versus = "" if reward == RANDOM else beats_random([a for _, a in rows], random)
         lines.append(f"| {reward} | {statistics.mean(d for d, _ in rows):.1f}% | {mean_std([a for _, a in rows])} | "
                      f"{versus} |")
+    if seed_spreads:
+        lines += ["", f"seed noise: one architecture's AP50 has a standard deviation of {statistics.mean(seed_spreads):.3f} "
+                  f"over the seeds (mean over the architectures), so a mean of {len(seeds)} seeds is uncertain by "
+                  f"about {statistics.mean(seed_spreads) / len(seeds) ** 0.5:.3f}"]
     return "\n".join(lines) + "\n"
 
 

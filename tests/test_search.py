@@ -244,13 +244,21 @@ def test_random_baseline_samples_near_the_target(tiny_data_dir, space_path, cost
     assert impossible.returncode != 0 and "are predicted within 5% of 0.5 ms" in impossible.stderr
 
 
-def _supernet_ranking():
-    """benchmarks/supernet_ranking.py as a module (its flags parsed by the caller)."""
+def _benchmark(name):
+    """benchmarks/{name}.py as a module (its flags parsed by the caller). The benchmarks share flag
+    names, so the flags any benchmark loaded before registered are dropped first."""
     import importlib.util
+
+    from absl import flags
     benchmarks = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    scripts = {os.path.splitext(f)[0] for f in os.listdir(benchmarks) if f.endswith(".py")}
+    loaded = [flag.name for module, module_flags in flags.FLAGS.flags_by_module_dict().items() if module in scripts
+              for flag in module_flags]
+    for flag_name in set(loaded):
+        delattr(flags.FLAGS, flag_name)
     sys.path.insert(0, benchmarks)
     try:
-        spec = importlib.util.spec_from_file_location("supernet_ranking", os.path.join(benchmarks, "supernet_ranking.py"))
+        spec = importlib.util.spec_from_file_location(name, os.path.join(benchmarks, f"{name}.py"))
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     finally:
@@ -264,7 +272,7 @@ def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
     from scipy import stats
 
     from mobiledets_tf.config import save_config
-    ranking = _supernet_ranking()
+    ranking = _benchmark("supernet_ranking")
     cost, space = CostModel.load(cost_model_path), load_space(space_path, "edgetpu")
     target = cost.expected(space, [np.full(len(d.choices), 1 / len(d.choices)) for d in space.decisions])
     work = tmp_path / "ranking"
@@ -326,3 +334,44 @@ def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
     finally:
         flags.FLAGS.search_override = []
     assert text.rstrip().splitlines()[-1] == f"Kendall tau (the search measure of this supernet): {expected:.3f}"
+
+
+def test_reward_comparison_scores_each_architecture_by_its_mean_over_the_standalone_seeds(tmp_path):
+    import statistics
+
+    from absl import flags
+    comparison = _benchmark("reward_comparison")
+    work = str(tmp_path / "comparison")
+    flags.FLAGS(["reward_comparison", f"--work_dir={work}", "--target_ms=20", "--rewards=absolute", "--seeds=0,1",
+                 "--num_random=3", "--standalone_seeds=0,1"])
+    keys = {**{comparison.run_key("absolute", s): ("absolute", s) for s in ("0", "1")},
+            **{f"random_0{k}": ("random", f"0{k}") for k in range(3)}}
+    os.makedirs(os.path.join(work, "archs"))
+    for key in keys:
+        with open(os.path.join(work, "archs", f"{key}.yaml"), "w") as f:
+            f.write(f"name: {key}\n")
+    ap50 = dict(zip(keys, [(0.70, 0.74), (0.66, 0.70), (0.50, 0.60), (0.60, 0.62), (0.55, 0.57)]))
+
+    def evaluated(seed):
+        for key, per_seed in ap50.items():
+            model_dir = comparison.standalone_dir(work, key, seed)
+            os.makedirs(os.path.join(model_dir, "eval"))
+            with open(os.path.join(model_dir, "eval", "metrics.json"), "w") as f:
+                json.dump({"AP50": per_seed[int(seed)]}, f)
+
+    evaluated("0")   # every architecture's first seed done: the second seed's trainings are left, seeded
+    jobs = comparison.standalone_jobs(work, keys)
+    assert [log for log, _ in jobs] == [os.path.join(comparison.standalone_dir(work, key, "1"), "standalone.log")
+                                        for key in keys]
+    assert all("train.seed=1" in command[-1] and f"--arch={work}/archs/" in command[-1] for _, command in jobs)
+    evaluated("1")
+    assert comparison.standalone_jobs(work, keys) == []
+    measured = [{"arch": key, "predicted_ms": 20.0, "measured_ms": 20.0} for key in keys]
+    text = comparison.report(work, keys, measured, 1.0)
+    assert "| absolute | 0 | 20.00 | 20.00 | +0.0% | 0.720 | 0.700 / 0.740 |" in text
+    assert "| random | 00 | 20.00 | 20.00 | +0.0% | 0.550 | 0.500 / 0.600 |" in text
+    searched, random = [0.72, 0.68], [0.55, 0.61, 0.56]
+    margin, spread = statistics.mean(searched) - statistics.mean(random), statistics.stdev(random)
+    assert (f"| absolute | 0.0% | {statistics.mean(searched):.3f} +- {statistics.stdev(searched):.3f} | "
+            f"{margin:+.3f} vs {spread:.3f}: yes |") in text
+    assert f"| random | 0.0% | {statistics.mean(random):.3f} +- {spread:.3f} |  |" in text

@@ -26,7 +26,9 @@ Stages, each written into --work_dir and skipped when its result exists (an inte
 4. **report**: Kendall tau and Spearman rho between each one-shot measure and the mean standalone
    AP50 of the seeds, the measure's tau against each seed's AP50 alone (averaged over the seeds),
    and the seed-to-seed tau (averaged over the pairs of seeds: the ceiling a one-shot measure can
-   reach against one seed), in benchmarks/results/{--name}.md, which ends with the command and
+   reach against one seed); with three seeds or more also each seed's tau against the mean of the
+   others (what one more standalone training reaches, scored as the measures are), in
+   benchmarks/results/{--name}.md, which ends with the command and
    `Kendall tau (shipped defaults): X` (with --config or --search_override other than the shipped
    search config's: `Kendall tau (the search measure of this supernet): X`).
 """
@@ -273,6 +275,11 @@ def report(work_dir: str, archs: List[Dict], scores: Dict, elapsed_min: float) -
         label = (f"standalone seed {seeds[0]} vs seed {seeds[1]}" if len(seeds) == 2 else
                  f"standalone seeds {', '.join(seeds)} pairwise, mean of {len(pairs)}")
         lines.append(f"| {label} (the ceiling) | {tau:.3f} | {rho:.3f} | {tau:.3f} |")
+    if len(seeds) > 2:   # one more training of each architecture, scored as the measures are: against a mean of seeds
+        held_out = [rank_correlations(column, [statistics.mean(ap50) for ap50 in zip(*(by_seed[:k] + by_seed[k + 1:]))])
+                    for k, column in enumerate(by_seed)]
+        lines.append(f"| standalone: each seed against the mean of the others (mean over seeds) | "
+                     f"{statistics.mean(t for t, _ in held_out):.3f} | {statistics.mean(r for _, r in held_out):.3f} | - |")
     shipped = not SEARCH_OVERRIDE.value and os.path.abspath(CONFIG.value) == QUICKSTART_SEARCH
     lines += ["", f"command: `python {' '.join(sys.argv)}`", "",
               f"Kendall tau ({'shipped defaults' if shipped else 'the search measure of this supernet'}): "

@@ -334,6 +334,20 @@ def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
     finally:
         flags.FLAGS.search_override = []
     assert text.rstrip().splitlines()[-1] == f"Kendall tau (the search measure of this supernet): {expected:.3f}"
+    assert "against the mean of the others" not in text   # two seeds: that is the seed-to-seed line
+    # A third seed that ranks the architectures otherwise: each seed against the mean of the other two.
+    for k, arch in enumerate(archs):
+        model_dir = ranking.standalone_dir(str(work), arch["name"], "2")
+        os.makedirs(os.path.join(model_dir, "eval"))
+        ap50[arch["name"], "2"] = [0.3, 0.1, 0.2][k]
+        with open(os.path.join(model_dir, "eval", "metrics.json"), "w") as f:
+            json.dump({"AP50": ap50[arch["name"], "2"]}, f)
+    flags.FLAGS.standalone_seeds = ["0", "1", "2"]
+    text = ranking.report(str(work), archs, scores, 1.0)
+    held_out = [stats.kendalltau([ap50[a["name"], s] for a in archs],
+                                 [np.mean([ap50[a["name"], o] for o in "012" if o != s]) for a in archs]).statistic
+                for s in "012"]
+    assert f"| standalone: each seed against the mean of the others (mean over seeds) | {np.mean(held_out):.3f} |" in text
 
 
 def test_reward_comparison_scores_each_architecture_by_its_mean_over_the_standalone_seeds(tmp_path):

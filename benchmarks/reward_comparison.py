@@ -48,8 +48,8 @@ STANDALONE_OVERRIDE = flags.DEFINE_list("standalone_override", STANDALONE_RECIPE
                                         "Config overrides of every standalone training (key=value).")
 STANDALONE_SEEDS = flags.DEFINE_list("standalone_seeds", ["0", "1", "2"],
                                       "train.seed of each standalone training; an architecture's standalone AP50 "
-                                      "is the mean over them (with one seed, one architecture's AP50 can move by "
-                                      "0.13 with the seed).")
+                                      "is the mean over them (with one seed, one architecture's AP50 can move by up to "
+                                      "0.18 with the seed).")
 NUM_RANDOM = flags.DEFINE_integer("num_random", 6, "Random architectures near the target, trained with the same "
                                   "recipe as what the searches found (0: none).")
 RANDOM_BAND = flags.DEFINE_float("random_band", 0.03, "Relative band around the target the random architectures "

@@ -150,12 +150,8 @@ def standalone_jobs(work_dir: str, keys) -> List[Job]:
 
 
 def ap50_per_seed(work_dir: str, key: str) -> List[float]:
+    """An architecture's standalone AP50 under each of --standalone_seeds (the report scores it by their mean)."""
     return [standalone_ap50(standalone_dir(work_dir, key, seed)) for seed in STANDALONE_SEEDS.value]
-
-
-def ap50(work_dir: str, key: str) -> float:
-    """An architecture's standalone AP50: the mean over --standalone_seeds."""
-    return statistics.mean(ap50_per_seed(work_dir, key))
 
 
 def mean_std(values: List[float]) -> str:

@@ -184,12 +184,12 @@ def report(work_dir: str, keys: Dict[str, Tuple[str, str]], measured: list, elap
     summary, seed_spreads = {}, []
     for key, (reward, seed) in keys.items():
         row, per_seed = by_name[key], ap50_per_seed(work_dir, key)
-        off = 100 * (row["measured_ms"] - target) / target
-        summary.setdefault(reward, []).append((abs(off), statistics.mean(per_seed)))
+        off, mean_ap50 = 100 * (row["measured_ms"] - target) / target, statistics.mean(per_seed)
+        summary.setdefault(reward, []).append((abs(off), mean_ap50))
         if len(per_seed) > 1:
             seed_spreads.append(statistics.stdev(per_seed))
         lines.append(f"| {reward} | {seed} | {row['predicted_ms']:.2f} | {row['measured_ms']:.2f} | {off:+.1f}% | "
-                     f"{statistics.mean(per_seed):.3f} | {' / '.join(f'{a:.3f}' for a in per_seed)} |")
+                     f"{mean_ap50:.3f} | {' / '.join(f'{a:.3f}' for a in per_seed)} |")
     random = [a for _, a in summary.get(RANDOM, [])]
     lines += ["", "| reward | mean abs. distance from the target | standalone AP50 | mean minus random mean vs "
               "random std: above it? |", "|---|---|---|---|"]
@@ -198,9 +198,10 @@ def report(work_dir: str, keys: Dict[str, Tuple[str, str]], measured: list, elap
         lines.append(f"| {reward} | {statistics.mean(d for d, _ in rows):.1f}% | {mean_std([a for _, a in rows])} | "
                      f"{versus} |")
     if seed_spreads:
-        lines += ["", f"seed noise: one architecture's AP50 has a standard deviation of {statistics.mean(seed_spreads):.3f} "
-                  f"over the seeds (mean over the architectures), so a mean of {len(seeds)} seeds is uncertain by "
-                  f"about {statistics.mean(seed_spreads) / len(seeds) ** 0.5:.3f}"]
+        noise = statistics.mean(seed_spreads)
+        lines += ["", f"seed noise: one architecture's AP50 has a standard deviation of {noise:.3f} over the seeds "
+                  f"(mean over the architectures), so a mean of {len(seeds)} seeds is uncertain by about "
+                  f"{noise / len(seeds) ** 0.5:.3f}"]
     return "\n".join(lines) + "\n"
 
 

@@ -9,7 +9,7 @@ from ai_edge_litert import schema_py_generated as tfl
 
 from mobiledets_tf.export.converter import convert_function, holding_variables, trace_in_form
 from mobiledets_tf.export.flatbuffer_model import as_bytes, builtin_code, pack_model, read_model
-from mobiledets_tf.export.scale_folding import fold_scalar_multiplications
+from mobiledets_tf.export.scale_folding import _Graph, _scalar_multiplication, fold_scalar_multiplications
 from mobiledets_tf.export.tflite_model import read_tflite
 from mobiledets_tf.keras import keras
 from mobiledets_tf.layers import HardSwish, SqueezeExciteGate
@@ -145,17 +145,11 @@ def _convolution_reading_the_scaled_product(model_bytes: bytes, product_scale_fa
     converter folds that scaling into the convolution, so it is rewired here) and the product's scale
     times `product_scale_factor`, as when quantization-aware training gives the product a range of its own."""
     model = read_model(model_bytes)
-    graph = model.subgraphs[0]
+    graph, view = model.subgraphs[0], _Graph(model)   # the scalar multiplications as the folding finds them
     code = lambda op: builtin_code(model, op)   # noqa: E731
     pooled = {int(op.inputs[0]) for op in graph.operators if code(op) in (OP.MEAN, OP.AVERAGE_POOL_2D)}
-
-    def constant(tensor: int) -> bool:   # as scale_folding reads it: a buffer with data
-        data = model.buffers[graph.tensors[tensor].buffer].data
-        return data is not None and len(data) > 0
-
-    (scaling,) = [op for op in graph.operators if code(op) == OP.MUL and int(op.outputs[0]) in pooled
-                  and any(constant(t) for t in op.inputs)]
-    (x,) = [int(t) for t in scaling.inputs if not constant(t)]
+    ((scaling, (x, _)),) = [(op, _scalar_multiplication(view, op)) for op in graph.operators
+                            if int(op.outputs[0]) in pooled and _scalar_multiplication(view, op)]
     (convolution,) = [op for op in graph.operators if code(op) == OP.CONV_2D and int(op.inputs[0]) == x]
     product = int(scaling.outputs[0])
     convolution.inputs[0] = product

@@ -27,13 +27,16 @@ Stages, each written into --work_dir and skipped when its result exists (an inte
    AP50 of the seeds, the measure's tau against each seed's AP50 alone (averaged over the seeds),
    and the seed-to-seed tau (averaged over the pairs of seeds: the ceiling a one-shot measure can
    reach against one seed); with three seeds or more also each seed's tau against the mean of the
-   others (what one more standalone training reaches, scored as the measures are), in
-   benchmarks/results/{--name}.md, which ends with the command and
-   `Kendall tau (shipped defaults): X` (with --config or --search_override other than the shipped
-   search config's: `Kendall tau (the search measure of this supernet): X`).
+   others (what one more standalone training reaches, scored as the measures are), and what the
+   ground truth allows (`ground_truth_ceiling`: the architectures' spread against one training's
+   noise, and the tau a noise-free measure would reach), in benchmarks/results/{--name}.md, which
+   ends with the command and `Kendall tau (shipped defaults): X` (with --config or
+   --search_override other than the shipped search config's: `Kendall tau (the search measure of
+   this supernet): X`).
 """
 import itertools
 import json
+import math
 import os
 import shutil
 import statistics
@@ -235,6 +238,32 @@ def rank_correlations(x: Sequence[float], y: Sequence[float]):
     return float(stats.kendalltau(x, y).statistic), float(stats.spearmanr(x, y).statistic)
 
 
+class Ceiling(NamedTuple):
+    """How far a ground truth of standalone trainings can rank architectures (`ground_truth_ceiling`)."""
+    spread: float            # standard deviation of the architectures' true AP50 (estimated)
+    noise: float             # one training's standard deviation around its architecture's AP50 (rms)
+    tau_mean: float          # Kendall tau of a noise-free measure against the mean of the seeds
+    tau_seed_pair: float     # Kendall tau expected between two seeds
+
+
+def ground_truth_ceiling(ap50: Sequence[Sequence[float]]) -> Ceiling:
+    """The ceiling of `ap50` ([architecture][seed], two seeds or more) as a ground truth, in a
+    bivariate-normal model: each training's AP50 is its architecture's true AP50 plus independent
+    noise. The noise variance is the mean of the architectures' variances over the seeds; the true
+    variance is the variance of the seed means less the noise's share in them (at least 0); a
+    correlation r becomes Kendall tau = 2/pi arcsin r."""
+    seeds = len(ap50[0])
+    noise_var = statistics.mean(statistics.variance(row) for row in ap50)
+    true_var = max(statistics.variance([statistics.mean(row) for row in ap50]) - noise_var / seeds, 0.0)
+
+    def tau(signal: float, total: float) -> float:
+        return 2 / math.pi * math.asin(math.sqrt(signal / total)) if total > 0 else 1.0
+
+    return Ceiling(spread=math.sqrt(true_var), noise=math.sqrt(noise_var),
+                   tau_mean=tau(true_var, true_var + noise_var / seeds),
+                   tau_seed_pair=2 / math.pi * math.asin(true_var / (true_var + noise_var)) if noise_var else 1.0)
+
+
 def report(work_dir: str, archs: List[Dict], scores: Dict, elapsed_min: float) -> str:
     from mobiledets_tf.benchmark.local import cpu_name, vector_extensions
     seeds = STANDALONE_SEEDS.value
@@ -280,6 +309,13 @@ def report(work_dir: str, archs: List[Dict], scores: Dict, elapsed_min: float) -
                     for k, column in enumerate(by_seed)]
         lines.append(f"| standalone: each seed against the mean of the others (mean over seeds) | "
                      f"{statistics.mean(t for t, _ in held_out):.3f} | {statistics.mean(r for _, r in held_out):.3f} | - |")
+    if len(seeds) > 1:
+        ceiling = ground_truth_ceiling([standalone[a["name"]] for a in archs])
+        lines += ["", f"ground truth: the architectures' true standalone AP50 spread by {ceiling.spread:.3f} (standard "
+                  f"deviation, estimated), one training's by {ceiling.noise:.3f} around it (root mean square); a "
+                  f"bivariate-normal model puts a noise-free measure at Kendall tau {ceiling.tau_mean:.2f} against the "
+                  f"mean of {len(seeds)} seeds (the ceiling of the first column) and two seeds at "
+                  f"{ceiling.tau_seed_pair:.2f} against each other"]
     shipped = not SEARCH_OVERRIDE.value and os.path.abspath(CONFIG.value) == QUICKSTART_SEARCH
     lines += ["", f"command: `python {' '.join(sys.argv)}`", "",
               f"Kendall tau ({'shipped defaults' if shipped else 'the search measure of this supernet'}): "

@@ -348,6 +348,26 @@ def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
                                  [np.mean([ap50[a["name"], o] for o in "012" if o != s]) for a in archs]).statistic
                 for s in "012"]
     assert f"| standalone: each seed against the mean of the others (mean over seeds) | {np.mean(held_out):.3f} |" in text
+    ceiling = ranking.ground_truth_ceiling([[ap50[a["name"], s] for s in "012"] for a in archs])
+    assert (f"one training's by {ceiling.noise:.3f} around it" in text and
+            f"noise-free measure at Kendall tau {ceiling.tau_mean:.2f} against the mean of 3 seeds" in text)
+
+
+def test_ground_truth_ceiling_matches_simulated_trainings():
+    """The ceiling's bivariate-normal estimate against trainings simulated by its own model, and its limits."""
+    from scipy import stats
+    ranking = _benchmark("supernet_ranking")
+    rng = np.random.default_rng(0)
+    true_ap50 = 0.6 + 0.05 * rng.standard_normal(4000)
+    ap50 = true_ap50[:, None] + 0.04 * rng.standard_normal((4000, 3))   # [architecture][seed]
+    ceiling = ranking.ground_truth_ceiling(ap50.tolist())
+    assert ceiling.spread == pytest.approx(0.05, abs=0.003) and ceiling.noise == pytest.approx(0.04, abs=0.002)
+    assert ceiling.tau_mean == pytest.approx(stats.kendalltau(true_ap50, ap50.mean(axis=1)).statistic, abs=0.02)
+    assert ceiling.tau_seed_pair == pytest.approx(stats.kendalltau(ap50[:, 0], ap50[:, 1]).statistic, abs=0.02)
+    exact = ranking.ground_truth_ceiling([[0.5, 0.5], [0.6, 0.6], [0.7, 0.7]])   # seeds agree exactly
+    assert exact.tau_mean == exact.tau_seed_pair == 1.0 and exact.noise == 0.0
+    alike = ranking.ground_truth_ceiling([[0.5, 0.6], [0.6, 0.5], [0.55, 0.55]])   # one quality, noise only
+    assert alike.spread == 0.0 and alike.tau_mean == alike.tau_seed_pair == 0.0
 
 
 def test_reward_comparison_scores_each_architecture_by_its_mean_over_the_standalone_seeds(tmp_path):

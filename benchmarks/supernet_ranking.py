@@ -5,13 +5,17 @@
     python benchmarks/supernet_ranking.py --target_ms=25 --work_dir=runs/ranking_1500 \
         --search_override=train.steps=1500 --standalone_root=runs/supernet_ranking/standalone \
         --name=supernet_ranking_1500
+    # a standalone recipe judged by how alike its seeds rank the architectures, before any supernet:
+    python benchmarks/supernet_ranking.py --target_ms=25 --ground_truth_only --work_dir=runs/recipe_4000 \
+        --standalone_override=train.steps=4000,model.match_threshold=0.4,train.warmup_steps=200 \
+        --name=standalone_recipe_4000
 
 Stages, each written into --work_dir and skipped when its result exists (an interrupted run resumes):
 1. **architectures**: --num_archs distinct random architectures of the space, all predicted within
    +-band of --target_ms by the search's cost model (`random_search.sample_near_target`, so capacity
    alone cannot explain a ranking), written as ArchSpecs (WORK/archs/);
 2. **supernet and standalone trainings**, as jobs --jobs at a time, each pinned to one CPU (the
-   supernet first; the trainings do not need it):
+   supernet first; the trainings do not need it; --ground_truth_only: no supernet, nor stage 3):
    - `mobiledets-search --config=...` into WORK/supernet: the search's own schedule (op warmup,
      shared-weight steps on sampled paths, controller updates), with --search_override (a killed
      search resumes from its last checkpoint);
@@ -65,6 +69,9 @@ STANDALONE_ROOT = flags.DEFINE_string(
     "supernets on the same architectures and recipe can share one, training each architecture once.")
 STANDALONE_SEEDS = flags.DEFINE_list("standalone_seeds", ["0", "1"], "train.seed of each standalone training.")
 JOBS = flags.DEFINE_integer("jobs", 2, "Jobs (the supernet's search, standalone trainings) at once, each pinned to one CPU.")
+GROUND_TRUTH_ONLY = flags.DEFINE_bool(
+    "ground_truth_only", False, "Only the standalone trainings and how alike their seeds rank the architectures, "
+    "with the ceiling that allows: a standalone recipe judged before a supernet is trained against it.")
 NAME = flags.DEFINE_string("name", "supernet_ranking", "Result file stem under benchmarks/results/.")
 
 SHIPPED_MEASURE = "minibatch_quality"
@@ -264,32 +271,36 @@ def ground_truth_ceiling(ap50: Sequence[Sequence[float]]) -> Ceiling:
                    tau_seed_pair=2 / math.pi * math.asin(true_var / (true_var + noise_var)) if noise_var else 1.0)
 
 
-def report(work_dir: str, archs: List[Dict], scores: Dict, elapsed_min: float) -> str:
+def report(work_dir: str, archs: List[Dict], scores: Optional[Dict], elapsed_min: float) -> str:
+    """The results file; `scores` None: the standalone ground truth alone (--ground_truth_only)."""
     from mobiledets_tf.benchmark.local import cpu_name, vector_extensions
     seeds = STANDALONE_SEEDS.value
+    measures = list(MEASURES) if scores else []
     standalone = {a["name"]: [standalone_ap50(standalone_dir(work_dir, a["name"], s)) for s in seeds] for a in archs}
     mean_ap50 = [statistics.mean(standalone[a["name"]]) for a in archs]
-    lines = [f"# One-shot quality vs standalone AP50 at a {TARGET_MS.value:g} ms target (measured)", "",
-             f"config: `{os.path.relpath(CONFIG.value, REPO_ROOT)}`; supernet: search overrides `{','.join(SEARCH_OVERRIDE.value) or '-'}`, "
-             f"checkpoint `{scores['checkpoint']}`; {len(archs)} random architectures predicted within "
-             f"+-{100 * BAND.value:g}% of the target (seed {ARCH_SEED.value}); one-shot scores on "
-             f"{QUALITY_BATCHES.value} validation mini-batches; standalone overrides "
-             f"`{','.join(STANDALONE_OVERRIDE.value)}`, seeds {', '.join(seeds)}  ",
+    supernet = (f"supernet: search overrides `{','.join(SEARCH_OVERRIDE.value) or '-'}`, checkpoint "
+                f"`{scores['checkpoint']}`; " if scores else "")
+    title = (f"One-shot quality vs standalone AP50 at a {TARGET_MS.value:g} ms target" if scores else
+             f"Standalone AP50 of architectures at a {TARGET_MS.value:g} ms target: how alike the seeds rank them")
+    lines = [f"# {title} (measured)", "",
+             f"config: `{os.path.relpath(CONFIG.value, REPO_ROOT)}`; {supernet}{len(archs)} random architectures "
+             f"predicted within +-{100 * BAND.value:g}% of the target (seed {ARCH_SEED.value}); "
+             + (f"one-shot scores on {QUALITY_BATCHES.value} validation mini-batches; " if scores else "")
+             + f"standalone overrides `{','.join(STANDALONE_OVERRIDE.value)}`, seeds {', '.join(seeds)}  ",
              f"CPU: {cpu_name()} ({os.cpu_count()} CPUs), vector extensions: {vector_extensions()}  ",
              f"wall time of this invocation: {elapsed_min:.0f} min", "",
-             "| architecture | predicted ms | " + " | ".join(MEASURES) + " | " +
+             "| architecture | predicted ms | " + "".join(f"{m} | " for m in measures) +
              " | ".join(f"standalone AP50 seed {s}" for s in seeds) + " |",
-             "|---|---|" + "---|" * (len(MEASURES) + len(seeds))]
+             "|---|---|" + "---|" * (len(measures) + len(seeds))]
     for arch in archs:
-        row = scores[arch["name"]]
         lines.append(f"| {arch['name']} | {arch['predicted_ms']:.2f} | " +
-                     " | ".join(f"{row[m]:.4f}" for m in MEASURES) + " | " +
+                     "".join(f"{scores[arch['name']][m]:.4f} | " for m in measures) +
                      " | ".join(f"{v:.3f}" for v in standalone[arch["name"]]) + " |")
-    lines += ["", "| one-shot measure | Kendall tau | Spearman rho | Kendall tau against one seed (mean over seeds) |",
+    lines += ["", "| ranking | Kendall tau | Spearman rho | Kendall tau against one seed (mean over seeds) |",
               "|---|---|---|---|"]
     by_seed = [[standalone[a["name"]][k] for a in archs] for k in range(len(seeds))]   # AP50 columns
     taus = {}
-    for measure in MEASURES:
+    for measure in measures:
         score = [scores[a["name"]][measure] for a in archs]
         tau, rho = rank_correlations(score, mean_ap50)
         taus[measure] = tau
@@ -316,10 +327,11 @@ def report(work_dir: str, archs: List[Dict], scores: Dict, elapsed_min: float) -
                   f"bivariate-normal model puts a noise-free measure at Kendall tau {ceiling.tau_mean:.2f} against the "
                   f"mean of {len(seeds)} seeds (the ceiling of the first column) and two seeds at "
                   f"{ceiling.tau_seed_pair:.2f} against each other"]
-    shipped = not SEARCH_OVERRIDE.value and os.path.abspath(CONFIG.value) == QUICKSTART_SEARCH
-    lines += ["", f"command: `python {' '.join(sys.argv)}`", "",
-              f"Kendall tau ({'shipped defaults' if shipped else 'the search measure of this supernet'}): "
-              f"{taus[SHIPPED_MEASURE]:.3f}"]
+    lines += ["", f"command: `python {' '.join(sys.argv)}`"]
+    if scores:
+        shipped = not SEARCH_OVERRIDE.value and os.path.abspath(CONFIG.value) == QUICKSTART_SEARCH
+        lines += ["", f"Kendall tau ({'shipped defaults' if shipped else 'the search measure of this supernet'}): "
+                      f"{taus[SHIPPED_MEASURE]:.3f}"]
     return "\n".join(lines) + "\n"
 
 
@@ -327,14 +339,16 @@ def main(argv):
     del argv
     if not shutil.which("taskset"):
         sys.exit("taskset (util-linux) is needed to pin each job to one CPU")
+    if GROUND_TRUTH_ONLY.value and len(STANDALONE_SEEDS.value) < 2:
+        sys.exit("--ground_truth_only needs two --standalone_seeds or more")
     if NUM_ARCHS.value < 3:
         sys.exit("--num_archs must be at least 3 for a rank correlation")
     started, work_dir = time.time(), WORK_DIR.value
     archs = architectures(work_dir, search_config())
     claim_standalone_root(work_dir, archs)
-    jobs = [supernet_job(work_dir), *standalone_jobs(work_dir, archs)]
+    jobs = [None if GROUND_TRUTH_ONLY.value else supernet_job(work_dir), *standalone_jobs(work_dir, archs)]
     run_pinned([job for job in jobs if job], JOBS.value)
-    scores = one_shot_scores(work_dir, supernet_config(), archs)
+    scores = None if GROUND_TRUTH_ONLY.value else one_shot_scores(work_dir, supernet_config(), archs)
     text = report(work_dir, archs, scores, (time.time() - started) / 60)
     write_results(NAME.value, text)
 

@@ -351,6 +351,11 @@ def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
     ceiling = ranking.ground_truth_ceiling([[ap50[a["name"], s] for s in "012"] for a in archs])
     assert (f"one training's by {ceiling.noise:.3f} around it" in text and
             f"noise-free measure at Kendall tau {ceiling.tau_mean:.2f} against the mean of 3 seeds" in text)
+    # --ground_truth_only: the same standalone rows and ceiling, no one-shot measure nor a tau claimed for one.
+    alone = ranking.report(str(work), archs, None, 1.0)
+    assert "ground truth:" in alone and "pairwise, mean of 3 (the ceiling) |" in alone
+    assert not any(measure in alone for measure in ranking.MEASURES) and "Kendall tau (" not in alone
+    assert f"| {archs[0]['name']} | {archs[0]['predicted_ms']:.2f} | {ap50[archs[0]['name'], '0']:.3f} |" in alone
 
 
 def test_ground_truth_ceiling_matches_simulated_trainings():

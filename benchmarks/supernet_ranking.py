@@ -322,11 +322,11 @@ def report(work_dir: str, archs: List[Dict], scores: Optional[Dict], elapsed_min
                      f"{statistics.mean(t for t, _ in held_out):.3f} | {statistics.mean(r for _, r in held_out):.3f} | - |")
     if len(seeds) > 1:
         ceiling = ground_truth_ceiling([standalone[a["name"]] for a in archs])
+        of_column = " (the ceiling of the first column)" if scores else ""
         lines += ["", f"ground truth: the architectures' true standalone AP50 spread by {ceiling.spread:.3f} (standard "
                   f"deviation, estimated), one training's by {ceiling.noise:.3f} around it (root mean square); a "
                   f"bivariate-normal model puts a noise-free measure at Kendall tau {ceiling.tau_mean:.2f} against the "
-                  f"mean of {len(seeds)} seeds (the ceiling of the first column) and two seeds at "
-                  f"{ceiling.tau_seed_pair:.2f} against each other"]
+                  f"mean of {len(seeds)} seeds{of_column} and two seeds at {ceiling.tau_seed_pair:.2f} against each other"]
     lines += ["", f"command: `python {' '.join(sys.argv)}`"]
     if scores:
         shipped = not SEARCH_OVERRIDE.value and os.path.abspath(CONFIG.value) == QUICKSTART_SEARCH

@@ -263,12 +263,15 @@ def ground_truth_ceiling(ap50: Sequence[Sequence[float]]) -> Ceiling:
     noise_var = statistics.mean(statistics.variance(row) for row in ap50)
     true_var = max(statistics.variance([statistics.mean(row) for row in ap50]) - noise_var / seeds, 0.0)
 
-    def tau(signal: float, total: float) -> float:
-        return 2 / math.pi * math.asin(math.sqrt(signal / total)) if total > 0 else 1.0
+    def tau(correlation_squared: float) -> float:
+        return 2 / math.pi * math.asin(math.sqrt(correlation_squared))
 
-    return Ceiling(spread=math.sqrt(true_var), noise=math.sqrt(noise_var),
-                   tau_mean=tau(true_var, true_var + noise_var / seeds),
-                   tau_seed_pair=2 / math.pi * math.asin(true_var / (true_var + noise_var)) if noise_var else 1.0)
+    def share(noise: float) -> float:   # the true variance's share of a variance with `noise` added
+        return true_var / (true_var + noise) if noise else 1.0
+
+    # Against the seeds' mean r^2 is the true share; between two seeds r itself is.
+    return Ceiling(spread=math.sqrt(true_var), noise=math.sqrt(noise_var), tau_mean=tau(share(noise_var / seeds)),
+                   tau_seed_pair=tau(share(noise_var) ** 2))
 
 
 def report(work_dir: str, archs: List[Dict], scores: Optional[Dict], elapsed_min: float) -> str:

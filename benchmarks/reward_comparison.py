@@ -35,6 +35,7 @@ from absl import app, flags
 from mobiledets_tf.search.rewards import REWARDS
 from pinned_jobs import (QUICKSTART_SEARCH, STANDALONE_RECIPE, Job, architectures_near_target, binary,
                          repository_path, run_pinned, standalone_ap50, standalone_job, write_results)
+from seed_statistics import seed_noise
 
 RANDOM = "random"   # the group of random architectures in the keys and the report
 
@@ -181,13 +182,13 @@ def report(work_dir: str, keys: Dict[str, Tuple[str, str]], measured: list, elap
              f"target (seed {RANDOM_SEED.value})", "",
              "| reward | seed | predicted ms | measured ms (fastest run) | off target | standalone AP50 (mean of the "
              f"seeds) | per seed ({', '.join(seeds)}) |", "|---|---|---|---|---|---|---|"]
-    summary, seed_spreads = {}, []
+    summary, seed_rows = {}, []
     for key, (reward, seed) in keys.items():
         row, per_seed = by_name[key], ap50_per_seed(work_dir, key)
         off, mean_ap50 = 100 * (row["measured_ms"] - target) / target, statistics.mean(per_seed)
         summary.setdefault(reward, []).append((abs(off), mean_ap50))
         if len(per_seed) > 1:
-            seed_spreads.append(statistics.stdev(per_seed))
+            seed_rows.append(per_seed)
         lines.append(f"| {reward} | {seed} | {row['predicted_ms']:.2f} | {row['measured_ms']:.2f} | {off:+.1f}% | "
                      f"{mean_ap50:.3f} | {' / '.join(f'{a:.3f}' for a in per_seed)} |")
     random = [a for _, a in summary.get(RANDOM, [])]
@@ -197,10 +198,10 @@ def report(work_dir: str, keys: Dict[str, Tuple[str, str]], measured: list, elap
         versus = "" if reward == RANDOM else beats_random([a for _, a in rows], random)
         lines.append(f"| {reward} | {statistics.mean(d for d, _ in rows):.1f}% | {mean_std([a for _, a in rows])} | "
                      f"{versus} |")
-    if seed_spreads:
-        noise = statistics.mean(seed_spreads)
+    if seed_rows:
+        noise = seed_noise(seed_rows)
         lines += ["", f"seed noise: one architecture's AP50 has a standard deviation of {noise:.3f} over the seeds "
-                  f"(mean over the architectures), so a mean of {len(seeds)} seeds is uncertain by about "
+                  f"(root mean square over the architectures), so a mean of {len(seeds)} seeds is uncertain by about "
                   f"{noise / len(seeds) ** 0.5:.3f}"]
     return "\n".join(lines) + "\n"
 

@@ -5,6 +5,10 @@
     python benchmarks/supernet_ranking.py --target_ms=25 --work_dir=runs/ranking_1500 \
         --search_override=train.steps=1500 --standalone_root=runs/supernet_ranking/standalone \
         --name=supernet_ranking_1500
+    # another supernet scored against the standalone AP50 a committed report recorded (nothing trained standalone):
+    python benchmarks/supernet_ranking.py --target_ms=25 --work_dir=runs/ranking_boost1 \
+        --search_override=search.rl_boost=1 --standalone_results=benchmarks/results/supernet_ranking.md \
+        --name=supernet_ranking_boost1
     # a standalone recipe judged by how alike its seeds rank the architectures, before any supernet:
     python benchmarks/supernet_ranking.py --target_ms=25 --ground_truth_only --work_dir=runs/recipe_4000 \
         --standalone_override=train.steps=4000,model.match_threshold=0.4,train.warmup_steps=200 \
@@ -22,7 +26,8 @@ Stages, each written into --work_dir and skipped when its result exists (an inte
    - each architecture trained from scratch with --config's recipe plus --standalone_override, once
      per --standalone_seeds (train.seed), and evaluated on the validation split (`mobiledets-train`,
      `mobiledets-eval`), in --standalone_root (default WORK/standalone; runs comparing supernets on
-     the same architectures and recipe can share one);
+     the same architectures and recipe can share one); with --standalone_results none: the AP50
+     columns of that earlier report of the same architectures are the ground truth;
 3. **one-shot quality** of each architecture with the supernet's inherited weights, by each measure
    of `MEASURES`, every architecture on the same --quality_batches validation mini-batches (the
    search's size: `search.validation_batch_multiple` x `train.batch_size` images, batch statistics)
@@ -32,7 +37,7 @@ Stages, each written into --work_dir and skipped when its result exists (an inte
    and the seed-to-seed tau (averaged over the pairs of seeds: the ceiling a one-shot measure can
    reach against one seed); with three seeds or more also each seed's tau against the mean of the
    others (what one more standalone training reaches, scored as the measures are), and what the
-   ground truth allows (`ground_truth_ceiling`: the architectures' spread against one training's
+   ground truth allows (`seed_statistics.ground_truth_ceiling`: the architectures' spread against one training's
    noise, and the tau a noise-free measure would reach), in benchmarks/results/{--name}.md, which
    ends with the command and `Kendall tau (shipped defaults): X` (with --config or
    --search_override other than the shipped search config's: `Kendall tau (the search measure of
@@ -40,8 +45,8 @@ Stages, each written into --work_dir and skipped when its result exists (an inte
 """
 import itertools
 import json
-import math
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -52,6 +57,7 @@ from absl import app, flags
 
 from pinned_jobs import (QUICKSTART_SEARCH, REPO_ROOT, STANDALONE_RECIPE, Job, architectures_near_target, binary,
                          run_pinned, standalone_ap50, standalone_job, write_results)
+from seed_statistics import ground_truth_ceiling
 
 CONFIG = flags.DEFINE_string("config", QUICKSTART_SEARCH,
                              "Search config: the supernet's data and schedule, and the standalone recipe's base.")
@@ -68,6 +74,10 @@ STANDALONE_ROOT = flags.DEFINE_string(
     "standalone_root", "", "Where the standalone trainings go (default WORK/standalone). Runs that compare "
     "supernets on the same architectures and recipe can share one, training each architecture once.")
 STANDALONE_SEEDS = flags.DEFINE_list("standalone_seeds", ["0", "1"], "train.seed of each standalone training.")
+STANDALONE_RESULTS = flags.DEFINE_string(
+    "standalone_results", "", "A results file of this benchmark on the same architectures (--arch_seed, "
+    "--target_ms, --band, cost model): its standalone AP50 columns are the ground truth (their seeds, not "
+    "--standalone_seeds) and nothing is trained standalone: another supernet scored against a recorded ground truth.")
 JOBS = flags.DEFINE_integer("jobs", 2, "Jobs (the supernet's search, standalone trainings) at once, each pinned to one CPU.")
 GROUND_TRUTH_ONLY = flags.DEFINE_bool(
     "ground_truth_only", False, "Only the standalone trainings and how alike their seeds rank the architectures, "
@@ -233,6 +243,50 @@ def claim_standalone_root(work_dir: str, archs: List[Dict]) -> None:
         json.dump(record, f, indent=1)
 
 
+class GroundTruth(NamedTuple):
+    """The standalone AP50 of each architecture under each seed, and how they were trained."""
+    seeds: List[str]
+    ap50: Dict[str, List[float]]   # architecture name -> AP50 of each seed
+    recipe: str                    # the report's words for the recipe
+
+
+def trained_ground_truth(work_dir: str, archs: List[Dict]) -> GroundTruth:
+    """The ground truth of this run's standalone trainings (stage 2)."""
+    seeds = STANDALONE_SEEDS.value
+    return GroundTruth(seeds, {a["name"]: [standalone_ap50(standalone_dir(work_dir, a["name"], s)) for s in seeds]
+                               for a in archs}, f"standalone overrides `{','.join(STANDALONE_OVERRIDE.value)}`")
+
+
+ARCHITECTURE_HEADER = "| architecture | predicted ms |"
+SEED_COLUMN = re.compile(r"standalone AP50 seed (\S+)")
+
+
+def recorded_ground_truth(path: str, archs: List[Dict]) -> GroundTruth:
+    """The standalone AP50 columns of an earlier report of this benchmark (`report`'s architecture
+    table); exits when the report lacks one of `archs` or predicts its latency otherwise (then its
+    architectures were drawn with another --arch_seed, --target_ms, --band or cost model)."""
+    with open(path) as f:
+        lines = f.read().splitlines()
+    header = next((k for k, line in enumerate(lines) if line.startswith(ARCHITECTURE_HEADER)), None)
+    columns = [c.strip() for c in lines[header].strip("|").split("|")] if header is not None else []
+    seed_columns = {k: SEED_COLUMN.fullmatch(c).group(1) for k, c in enumerate(columns) if SEED_COLUMN.fullmatch(c)}
+    if not seed_columns:
+        sys.exit(f"{path}: no architecture table with standalone AP50 columns (not a report of this benchmark)")
+    rows = {}
+    for line in itertools.takewhile(lambda l: l.startswith("|"), lines[header + 2:]):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = (float(cells[1]), [float(cells[k]) for k in seed_columns])
+    for arch in archs:
+        if arch["name"] not in rows or abs(rows[arch["name"]][0] - arch["predicted_ms"]) > 0.006:
+            found = f"predicted at {rows[arch['name']][0]:.2f} ms" if arch["name"] in rows else "missing"
+            sys.exit(f"{path}: {arch['name']} (predicted at {arch['predicted_ms']:.2f} ms here) is {found} there: "
+                     "it holds other architectures (another --arch_seed, --target_ms, --band or cost model)")
+    recipe = re.search(r"standalone overrides `([^`]*)`", "\n".join(lines[:header]))
+    return GroundTruth(list(seed_columns.values()), {a["name"]: rows[a["name"]][1] for a in archs},
+                       f"standalone overrides `{recipe.group(1) if recipe else '?'}` (the AP50 columns of "
+                       f"`{path}`)")
+
+
 def standalone_jobs(work_dir: str, archs: List[Dict]) -> List[Optional[Job]]:
     return [standalone_job(CONFIG.value, arch["arch"], standalone_dir(work_dir, arch["name"], seed),
                            [*STANDALONE_OVERRIDE.value, f"train.seed={seed}"])
@@ -245,41 +299,11 @@ def rank_correlations(x: Sequence[float], y: Sequence[float]):
     return float(stats.kendalltau(x, y).statistic), float(stats.spearmanr(x, y).statistic)
 
 
-class Ceiling(NamedTuple):
-    """How far a ground truth of standalone trainings can rank architectures (`ground_truth_ceiling`)."""
-    spread: float            # standard deviation of the architectures' true AP50 (estimated)
-    noise: float             # one training's standard deviation around its architecture's AP50 (rms)
-    tau_mean: float          # Kendall tau of a noise-free measure against the mean of the seeds
-    tau_seed_pair: float     # Kendall tau expected between two seeds
-
-
-def ground_truth_ceiling(ap50: Sequence[Sequence[float]]) -> Ceiling:
-    """The ceiling of `ap50` ([architecture][seed], two seeds or more) as a ground truth, in a
-    bivariate-normal model: each training's AP50 is its architecture's true AP50 plus independent
-    noise. The noise variance is the mean of the architectures' variances over the seeds; the true
-    variance is the variance of the seed means less the noise's share in them (at least 0); a
-    correlation r becomes Kendall tau = 2/pi arcsin r."""
-    seeds = len(ap50[0])
-    noise_var = statistics.mean(statistics.variance(row) for row in ap50)
-    true_var = max(statistics.variance([statistics.mean(row) for row in ap50]) - noise_var / seeds, 0.0)
-
-    def tau(correlation_squared: float) -> float:
-        return 2 / math.pi * math.asin(math.sqrt(correlation_squared))
-
-    def share(noise: float) -> float:   # the true variance's share of a variance with `noise` added
-        return true_var / (true_var + noise) if noise else 1.0
-
-    # Against the seeds' mean r^2 is the true share; between two seeds r itself is.
-    return Ceiling(spread=math.sqrt(true_var), noise=math.sqrt(noise_var), tau_mean=tau(share(noise_var / seeds)),
-                   tau_seed_pair=tau(share(noise_var) ** 2))
-
-
-def report(work_dir: str, archs: List[Dict], scores: Optional[Dict], elapsed_min: float) -> str:
+def report(truth: GroundTruth, archs: List[Dict], scores: Optional[Dict], elapsed_min: float) -> str:
     """The results file; `scores` None: the standalone ground truth alone (--ground_truth_only)."""
     from mobiledets_tf.benchmark.local import cpu_name, vector_extensions
-    seeds = STANDALONE_SEEDS.value
+    seeds, standalone = truth.seeds, truth.ap50
     measures = list(MEASURES) if scores else []
-    standalone = {a["name"]: [standalone_ap50(standalone_dir(work_dir, a["name"], s)) for s in seeds] for a in archs}
     mean_ap50 = [statistics.mean(standalone[a["name"]]) for a in archs]
     supernet = (f"supernet: search overrides `{','.join(SEARCH_OVERRIDE.value) or '-'}`, checkpoint "
                 f"`{scores['checkpoint']}`; " if scores else "")
@@ -289,10 +313,10 @@ def report(work_dir: str, archs: List[Dict], scores: Optional[Dict], elapsed_min
              f"config: `{os.path.relpath(CONFIG.value, REPO_ROOT)}`; {supernet}{len(archs)} random architectures "
              f"predicted within +-{100 * BAND.value:g}% of the target (seed {ARCH_SEED.value}); "
              + (f"one-shot scores on {QUALITY_BATCHES.value} validation mini-batches; " if scores else "")
-             + f"standalone overrides `{','.join(STANDALONE_OVERRIDE.value)}`, seeds {', '.join(seeds)}  ",
+             + f"{truth.recipe}, seeds {', '.join(seeds)}  ",
              f"CPU: {cpu_name()} ({os.cpu_count()} CPUs), vector extensions: {vector_extensions()}  ",
              f"wall time of this invocation: {elapsed_min:.0f} min", "",
-             "| architecture | predicted ms | " + "".join(f"{m} | " for m in measures) +
+             f"{ARCHITECTURE_HEADER} " + "".join(f"{m} | " for m in measures) +
              " | ".join(f"standalone AP50 seed {s}" for s in seeds) + " |",
              "|---|---|" + "---|" * (len(measures) + len(seeds))]
     for arch in archs:
@@ -346,13 +370,18 @@ def main(argv):
         sys.exit("--ground_truth_only needs two --standalone_seeds or more")
     if NUM_ARCHS.value < 3:
         sys.exit("--num_archs must be at least 3 for a rank correlation")
+    if GROUND_TRUTH_ONLY.value and STANDALONE_RESULTS.value:
+        sys.exit("--ground_truth_only reports standalone trainings; --standalone_results has no trainings to run")
     started, work_dir = time.time(), WORK_DIR.value
     archs = architectures(work_dir, search_config())
-    claim_standalone_root(work_dir, archs)
-    jobs = [None if GROUND_TRUTH_ONLY.value else supernet_job(work_dir), *standalone_jobs(work_dir, archs)]
+    recorded = recorded_ground_truth(STANDALONE_RESULTS.value, archs) if STANDALONE_RESULTS.value else None
+    if not recorded:
+        claim_standalone_root(work_dir, archs)
+    jobs = [None if GROUND_TRUTH_ONLY.value else supernet_job(work_dir),
+            *([] if recorded else standalone_jobs(work_dir, archs))]
     run_pinned([job for job in jobs if job], JOBS.value)
     scores = None if GROUND_TRUTH_ONLY.value else one_shot_scores(work_dir, supernet_config(), archs)
-    text = report(work_dir, archs, scores, (time.time() - started) / 60)
+    text = report(recorded or trained_ground_truth(work_dir, archs), archs, scores, (time.time() - started) / 60)
     write_results(NAME.value, text)
 
 

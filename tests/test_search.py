@@ -319,7 +319,7 @@ def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
             ap50[arch["name"], seed] = 0.1 * (k + 1) + (0.01 * k if seed == "1" else 0.0)
             with open(os.path.join(model_dir, "eval", "metrics.json"), "w") as f:
                 json.dump({"AP50": ap50[arch["name"], seed]}, f)
-    text = ranking.report(str(work), archs, scores, 1.0)
+    text = ranking.report(ranking.trained_ground_truth(str(work), archs), archs, scores, 1.0)
     shipped = [scores[a["name"]][ranking.SHIPPED_MEASURE] for a in archs]
     mean_ap50 = [(ap50[a["name"], "0"] + ap50[a["name"], "1"]) / 2 for a in archs]
     expected = stats.kendalltau(shipped, mean_ap50).statistic
@@ -330,7 +330,7 @@ def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
     assert f"| {ranking.SHIPPED_MEASURE} (shipped) | {expected:.3f} | {rho:.3f} | {per_seed:.3f} |" in text
     flags.FLAGS.search_override = ["train.steps=2"]   # not the shipped search: not called shipped defaults
     try:
-        text = ranking.report(str(work), archs, scores, 1.0)
+        text = ranking.report(ranking.trained_ground_truth(str(work), archs), archs, scores, 1.0)
     finally:
         flags.FLAGS.search_override = []
     assert text.rstrip().splitlines()[-1] == f"Kendall tau (the search measure of this supernet): {expected:.3f}"
@@ -343,7 +343,7 @@ def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
         with open(os.path.join(model_dir, "eval", "metrics.json"), "w") as f:
             json.dump({"AP50": ap50[arch["name"], "2"]}, f)
     flags.FLAGS.standalone_seeds = ["0", "1", "2"]
-    text = ranking.report(str(work), archs, scores, 1.0)
+    text = ranking.report(ranking.trained_ground_truth(str(work), archs), archs, scores, 1.0)
     held_out = [stats.kendalltau([ap50[a["name"], s] for a in archs],
                                  [np.mean([ap50[a["name"], o] for o in "012" if o != s]) for a in archs]).statistic
                 for s in "012"]
@@ -352,10 +352,23 @@ def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
     assert (f"one training's by {ceiling.noise:.3f} around it" in text and
             f"noise-free measure at Kendall tau {ceiling.tau_mean:.2f} against the mean of 3 seeds" in text)
     # --ground_truth_only: the same standalone rows and ceiling, no one-shot measure nor a tau claimed for one.
-    alone = ranking.report(str(work), archs, None, 1.0)
+    alone = ranking.report(ranking.trained_ground_truth(str(work), archs), archs, None, 1.0)
     assert "ground truth:" in alone and "pairwise, mean of 3 (the ceiling) |" in alone
     assert not any(measure in alone for measure in ranking.MEASURES) and "Kendall tau (" not in alone
     assert f"| {archs[0]['name']} | {archs[0]['predicted_ms']:.2f} | {ap50[archs[0]['name'], '0']:.3f} |" in alone
+    # --standalone_results: a report's AP50 columns read back are the ground truth of another supernet's report.
+    recorded_path = tmp_path / "recorded.md"
+    recorded_path.write_text(text)
+    recorded = ranking.recorded_ground_truth(str(recorded_path), archs)
+    assert recorded.seeds == ["0", "1", "2"] and f"the AP50 columns of `{recorded_path}`" in recorded.recipe
+    assert recorded.ap50 == {a["name"]: [round(ap50[a["name"], s], 3) for s in "012"] for a in archs}
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert [line for line in ranking.report(recorded, archs, scores, 1.0).splitlines() if line.startswith("|")] == table
+    moved = [{**archs[0], "predicted_ms": archs[0]["predicted_ms"] + 0.1}]
+    with pytest.raises(SystemExit, match=f"{archs[0]['name']} .* is predicted at .* there: it holds other"):
+        ranking.recorded_ground_truth(str(recorded_path), moved)
+    with pytest.raises(SystemExit, match="no architecture table"):
+        ranking.recorded_ground_truth(str(tmp_path / "ranking" / "oneshot.json"), archs)
 
 
 def test_ground_truth_ceiling_matches_simulated_trainings():
@@ -414,3 +427,5 @@ def test_reward_comparison_scores_each_architecture_by_its_mean_over_the_standal
     assert (f"| absolute | 0.0% | {statistics.mean(searched):.3f} +- {statistics.stdev(searched):.3f} | "
             f"{margin:+.3f} vs {spread:.3f}: yes |") in text
     assert f"| random | 0.0% | {statistics.mean(random):.3f} +- {spread:.3f} |  |" in text
+    noise = np.sqrt(np.mean([np.var(pair, ddof=1) for pair in ap50.values()]))   # root mean square over the architectures
+    assert f"a standard deviation of {noise:.3f} over the seeds" in text

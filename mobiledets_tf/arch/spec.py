@@ -20,7 +20,8 @@ import yaml
 
 from mobiledets_tf import fileio
 
-from mobiledets_tf.layers.block_rules import ACTIVATIONS, BLOCK_TYPES, SE_GATES, SE_WIDTH_RULES, has_expansion_conv
+from mobiledets_tf.layers.block_rules import (ACTIVATIONS, BLOCK_TYPES, DEFAULT_SE_WIDTH, SE_GATES, SE_WIDTH_RULES,
+                                              has_expansion_conv)
 
 KERNELS = (1, 3, 5, 7)
 STRIDES = (1, 2)
@@ -86,7 +87,7 @@ class ArchSpec:
     activation: str = "relu6"
     se_gate: str = "sigmoid"
     se_activation: Optional[str] = None  # None: each block's own activation
-    se_width: str = "round8"  # squeeze-and-excite width rule (block_rules.SE_WIDTH_RULES)
+    se_width: str = DEFAULT_SE_WIDTH  # squeeze-and-excite width rule (block_rules.SE_WIDTH_RULES)
     description: str = ""
     batch_norm_epsilon: float = DEFAULT_BATCH_NORM_EPSILON  # of every backbone BatchNorm
 
@@ -111,7 +112,7 @@ class ArchSpec:
             data["se_gate"] = self.se_gate
         if self.se_activation:
             data["se_activation"] = self.se_activation
-        if self.se_width != "round8":
+        if self.se_width != DEFAULT_SE_WIDTH:
             data["se_width"] = self.se_width
         if self.batch_norm_epsilon != DEFAULT_BATCH_NORM_EPSILON:
             data["batch_norm_epsilon"] = self.batch_norm_epsilon
@@ -277,6 +278,6 @@ def _parse_spec(data: Any, source: str) -> ArchSpec:
                     activation=data.get("activation") or "relu6",
                     se_gate=data.get("se_gate") or "sigmoid",
                     se_activation=data.get("se_activation"),
-                    se_width=data.get("se_width") or "round8",
+                    se_width=data.get("se_width") or DEFAULT_SE_WIDTH,
                     description=data.get("description") or "",
                     batch_norm_epsilon=float(data.get("batch_norm_epsilon", DEFAULT_BATCH_NORM_EPSILON)))

@@ -17,8 +17,8 @@ TensorFlow.
 """
 from typing import NamedTuple, Optional, Tuple, Union
 
-from mobiledets_tf.layers.block_rules import (BLOCK_TYPES, expanded_width, has_expansion_conv, se_hidden_width,
-                                              tucker_ranks)
+from mobiledets_tf.layers.block_rules import (BLOCK_TYPES, DEFAULT_SE_WIDTH, expanded_width, has_expansion_conv,
+                                              se_hidden_width, tucker_ranks)
 
 
 class ConvStep(NamedTuple):
@@ -53,7 +53,7 @@ Step = Union[ConvStep, SqueezeExciteStep]
 def block_plan(block_type: str, in_channels: Optional[int], filters: int, kernel_size: int, strides: int,
                expansion: Optional[float] = None, input_rank_ratio: Optional[float] = None,
                output_rank_ratio: Optional[float] = None, se: float = 0.0,
-               se_width: str = "round8") -> Tuple[Step, ...]:
+               se_width: str = DEFAULT_SE_WIDTH) -> Tuple[Step, ...]:
     """The steps of one block at these widths (the shortcut, if any, follows them); `se_width` is
     the squeeze-and-excite width rule (`block_rules.SE_WIDTH_RULES`)."""
     if block_type == "conv":

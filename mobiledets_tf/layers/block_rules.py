@@ -21,6 +21,7 @@ SE_GATES = ("sigmoid", "hard_sigmoid")
 # How squeeze-and-excite picks its bottleneck width from the body width (and the block's input width):
 # round8 (TF1 MobileDets), make_divisible (TF-slim / Model Garden MobileNetV3), mnasnet (MnasNet's TPU code).
 SE_WIDTH_RULES = ("round8", "make_divisible", "mnasnet")
+DEFAULT_SE_WIDTH = "round8"   # every ArchSpec's, block's and search space's unless it names another
 
 
 def round_filters(filters: float, multiplier: float = 1.0, divisor: int = 8, min_value: int = 8) -> int:
@@ -51,7 +52,7 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     return rounded + divisor if rounded < 0.9 * value else rounded
 
 
-def se_hidden_width(channels: int, ratio: float, rule: str = "round8",
+def se_hidden_width(channels: int, ratio: float, rule: str = DEFAULT_SE_WIDTH,
                     block_input: Optional[int] = None) -> int:
     """The bottleneck width of squeeze-and-excite over `channels` channels (a block's body).
 

@@ -11,6 +11,7 @@ from typing import Dict, Optional
 
 from mobiledets_tf.layers.block import Block
 from mobiledets_tf.layers.block_plans import ConvStep, SqueezeExciteStep, block_plan
+from mobiledets_tf.layers.block_rules import DEFAULT_SE_WIDTH
 from mobiledets_tf.layers.squeeze_excite import SqueezeExcite
 
 
@@ -19,7 +20,7 @@ class PlannedBlock(Block):
 
     def __init__(self, in_channels: Optional[int], filters: int, kernel_size: int = 3, strides: int = 1,
                  activation: str = "relu6", residual: bool = False, se_ratio: float = 0.0,
-                 se_gate: str = "sigmoid", se_activation: Optional[str] = None, se_width: str = "round8",
+                 se_gate: str = "sigmoid", se_activation: Optional[str] = None, se_width: str = DEFAULT_SE_WIDTH,
                  plan_fields: Optional[Dict[str, float]] = None, **kwargs):
         super().__init__(**kwargs)
         if residual and (strides != 1 or in_channels != filters):

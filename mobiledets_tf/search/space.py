@@ -26,6 +26,7 @@ import numpy as np
 
 from mobiledets_tf import fileio
 from mobiledets_tf.arch.spec import ArchSpec, ArchSpecError
+from mobiledets_tf.layers.block_rules import DEFAULT_SE_WIDTH
 from mobiledets_tf.search.choices import Decision, Layer, OpChoice, SearchSpaceError, fail  # noqa: F401
 from mobiledets_tf.search.cost_features import CostFeatures
 from mobiledets_tf.search.space_file import (SEARCH_SPACES_DIR, SpaceFile, adapt_ops, available_spaces,  # noqa: F401
@@ -156,9 +157,9 @@ class SearchSpace:
             fail(where, f"it has {len(arch.blocks)} blocks, the skeleton has {len(self.layers)}")
         if arch.activation != self.activation:
             fail(where, f"its activation is {arch.activation}, the platform's is {self.activation}")
-        if arch.se_gate != "sigmoid" or arch.se_activation or arch.se_width != "round8":
+        if arch.se_gate != "sigmoid" or arch.se_activation or arch.se_width != DEFAULT_SE_WIDTH:
             fail(where, f"its SE gate/activation/width rule ({arch.se_gate}, {arch.se_activation}, "
-                        f"{arch.se_width}) are not the defaults (sigmoid, the block's activation, round8)")
+                        f"{arch.se_width}) are not the defaults (sigmoid, the block's activation, {DEFAULT_SE_WIDTH})")
         endpoints = {k: e.to_yaml() for k, e in arch.endpoints.items()}
         expected = {layer.endpoint: layer.index for layer in self.layers if layer.endpoint}
         if endpoints != expected:

@@ -267,15 +267,17 @@ def recorded_ground_truth(path: str, archs: List[Dict]) -> GroundTruth:
     architectures were drawn with another --arch_seed, --target_ms, --band or cost model)."""
     with open(path) as f:
         lines = f.read().splitlines()
+    def cells(line: str) -> List[str]:
+        return [c.strip() for c in line.strip("|").split("|")]
+
     header = next((k for k, line in enumerate(lines) if line.startswith(ARCHITECTURE_HEADER)), None)
-    columns = [c.strip() for c in lines[header].strip("|").split("|")] if header is not None else []
-    seed_columns = {k: SEED_COLUMN.fullmatch(c).group(1) for k, c in enumerate(columns) if SEED_COLUMN.fullmatch(c)}
+    matches = enumerate(SEED_COLUMN.fullmatch(c) for c in (cells(lines[header]) if header is not None else []))
+    seed_columns = {k: match.group(1) for k, match in matches if match}
     if not seed_columns:
         sys.exit(f"{path}: no architecture table with standalone AP50 columns (not a report of this benchmark)")
     rows = {}
-    for line in itertools.takewhile(lambda l: l.startswith("|"), lines[header + 2:]):
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        rows[cells[0]] = (float(cells[1]), [float(cells[k]) for k in seed_columns])
+    for row in map(cells, itertools.takewhile(lambda l: l.startswith("|"), lines[header + 2:])):
+        rows[row[0]] = (float(row[1]), [float(row[k]) for k in seed_columns])
     for arch in archs:
         if arch["name"] not in rows or abs(rows[arch["name"]][0] - arch["predicted_ms"]) > 0.006:
             found = f"predicted at {rows[arch['name']][0]:.2f} ms" if arch["name"] in rows else "missing"

@@ -115,10 +115,11 @@ class SearchConfig(base_config.Config):
     validation_batch_multiple: int = 4   # validation mini-batch = this x the training batch
     quality_max_detections: int = 0      # detections per image scored for Q (0: eval.max_detections)
     rl_learning_rate: float = 3e-4       # controller Adam learning rate per 256 training images
-    rl_delay: float = 0.25               # share of the steps before the controller learns
+    rl_delay: float = 0.25               # share of the shared-weight steps before the controller learns
     rl_boost: float = 10.0               # the RL learning rate rises exponentially to this factor
     warmup: float = 0.25                 # share of the steps with op and filter warmup
     baseline_momentum: float = 0.95
+    controller_steps: int = 0            # then steps of the controller alone on the frozen supernet
     seed: int = 0                        # architecture sampling
 
 
@@ -144,7 +145,7 @@ _POSITIVE = ("model.input_size", "model.num_classes", "model.depth_multiplier", 
              "train.steps", "train.checkpoint_every", "train.log_every", "eval.batch_size",
              "data.max_boxes", "data.builtin.num_train", "data.builtin.num_val",
              "search.validation_batch_multiple", "search.rl_boost", "search.baseline_momentum")
-_NON_NEGATIVE = ("search.quality_max_detections", "train.qat_range_batches")
+_NON_NEGATIVE = ("search.quality_max_detections", "search.controller_steps", "train.qat_range_batches")
 _NEGATIVE = ("search.reward_beta", "search.reward_exponent")   # a penalty on being slow
 _FRACTION = ("model.match_threshold",)
 

@@ -157,6 +157,47 @@ def test_each_reward_is_what_the_controller_learns_from(tiny_data_dir, space_pat
         assert int(loop.controller.updates.numpy()) == updates
 
 
+def _model_weights(checkpoint_path):
+    """The supernet's weights in a checkpoint; BatchNorm moving statistics left out: the supernet always
+    normalises with batch statistics, so the head's, which move on every call, are never read."""
+    reader = tf.train.load_checkpoint(checkpoint_path)
+    names = [n for n in reader.get_variable_to_shape_map()
+             if n.startswith("model/") and "OPTIMIZER" not in n and "/moving_" not in n]
+    return {n: reader.get_tensor(n) for n in names}
+
+
+def test_controller_steps_search_on_the_frozen_supernet_and_resume(tiny_data_dir, space_path, cost_model_path,
+                                                                    tmp_path):
+    # rl_delay 1: the shared weights train on uniformly drawn paths and the controller does not learn;
+    # then the controller alone learns on the frozen supernet for search.controller_steps steps.
+    model_dir = str(tmp_path / "search")
+
+    def loop_of(controller_steps):
+        config = load_config(str(search_config(tmp_path, 4, space_path, rl_delay=1, warmup=0, rl_learning_rate=2)),
+                             [f"search.cost_model={cost_model_path}", "search.target_ms=30",
+                              f"search.controller_steps={controller_steps}"])
+        return tunas.SearchLoop(SearchTask(config, tf.distribute.get_strategy()), CostModel.load(cost_model_path),
+                                model_dir)
+
+    result = loop_of(4).run()
+    shared = os.path.join(model_dir, "ckpt-4")
+    logits, _, updates = checkpoint_controller(shared)
+    assert updates == 0 and all(np.abs(l).max() == 0 for l in logits)   # nothing learned before
+    logits, _, updates = checkpoint_controller(os.path.join(model_dir, "ckpt-8"))
+    assert updates == 4 and any(np.abs(l).max() > 0 for l in logits)
+    before, after = _model_weights(shared), _model_weights(os.path.join(model_dir, "ckpt-8"))
+    assert before and before.keys() == after.keys()
+    assert all(np.array_equal(before[n], after[n]) for n in before)      # the supernet stayed frozen
+    record = json.loads(open(result.json_path).read())
+    assert record["step"] == 4 and record["controller_steps"] == 4
+
+    # Resumed with more controller steps: it goes on from ckpt-8 with the controller's state.
+    resumed = loop_of(6)
+    resumed.run()
+    assert resumed.progress == 10 and int(resumed.controller.updates.numpy()) == 6
+    assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-10")
+
+
 def _latest_step(model_dir) -> int:
     latest = tf.train.latest_checkpoint(str(model_dir)) if model_dir.exists() else None
     return int(latest.rsplit("-", 1)[1]) if latest else 0
@@ -429,3 +470,4 @@ def test_reward_comparison_scores_each_architecture_by_its_mean_over_the_standal
     assert f"| random | 0.0% | {statistics.mean(random):.3f} +- {spread:.3f} |  |" in text
     noise = np.sqrt(np.mean([np.var(pair, ddof=1) for pair in ap50.values()]))   # root mean square over the architectures
     assert f"a standard deviation of {noise:.3f} over the seeds" in text
+

@@ -99,10 +99,15 @@ def main(argv):
     s = config.search
     reward = {"absolute": f"beta {s.reward_beta:g}", "mnas_soft": f"exponent {s.reward_exponent:g}",
               "mnas_hard": "exponent 0 within the target, -1 above"}[s.reward]
+    controller_steps = f" + {s.controller_steps} of the controller alone" if s.controller_steps else ""
     logging.info("Searching %s (%d decisions, %.3g architectures) for %.2f ms on %d replica(s), global "
-                 "batch %d, %d steps; reward %s (%s); cost model %s", task.space.tag, len(task.space.decisions),
+                 "batch %d, %d steps%s; reward %s (%s); cost model %s", task.space.tag, len(task.space.decisions),
                  float(task.space.size), s.target_ms, strategy.num_replicas_in_sync,
-                 config.train.batch_size, config.train.steps, s.reward, reward, cost_model.describe())
+                 config.train.batch_size, config.train.steps, controller_steps, s.reward, reward,
+                 cost_model.describe())
+    if s.rl_delay >= 1 and not s.controller_steps:
+        logging.warning("search.rl_delay %g with search.controller_steps 0: the controller never learns, so "
+                        "the result is an untrained controller's pick (a supernet for scoring only)", s.rl_delay)
     fileio.makedirs(MODEL_DIR.value)
     save_config(config, os.path.join(MODEL_DIR.value, "config.yaml"))
     try:

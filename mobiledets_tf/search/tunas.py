@@ -11,6 +11,10 @@ Each step (reference section 8):
 4. the reward (`search.reward`, `rewards.py`): by default `Q + beta * |T/T0 - 1|` with T the cost
    model's latency of the architecture, or MnasNet's `Q * (T/T0)^w`;
 5. once the RL delay is over, one REINFORCE update of the controller from the non-warmup samples.
+After these `train.steps`, `search.controller_steps` more steps (default 0) train the controller alone
+on the frozen supernet: steps 1, 3, 4 and 5 without the weight update, at an RL learning rate rising
+from the base rate to `rl_boost` times it over these steps. With `rl_delay: 1` the shared weights then
+train on uniformly drawn paths and the controller searches afterwards (a decoupled one-shot search).
 Logged every `train.log_every` steps and written to TensorBoard (`search/`): losses, Q, cost,
 reward, baseline, the controller's exact expected cost and entropy, and every decision's
 probabilities. Checkpoints (`tf.train.CheckpointManager`, atomic) hold the supernet, its optimizer
@@ -81,8 +85,11 @@ class SearchLoop:
         self.model_dir = model_dir
         rl_rate = s.rl_learning_rate * self.config.train.batch_size / RL_BATCH_IMAGES
         self.controller = Controller(self.space, learning_rate=rl_rate, baseline_momentum=s.baseline_momentum)
+        # Steps of the controller alone done so far (after the shared-weight steps).
+        self.controller_steps_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="controller_steps")
         self.checkpoint = tf.train.Checkpoint(model=task.model, optimizer=task.optimizer,
-                                              controller=tf.train.Checkpoint(**self.controller.checkpoint_items()))
+                                              controller=tf.train.Checkpoint(**self.controller.checkpoint_items()),
+                                              controller_steps=self.controller_steps_done)
         self.manager = tf.train.CheckpointManager(self.checkpoint, model_dir,
                                                   max_to_keep=self.config.train.keep_checkpoints,
                                                   step_counter=task.optimizer.iterations)
@@ -91,7 +98,17 @@ class SearchLoop:
 
     @property
     def step(self) -> int:
+        """Shared-weight steps done."""
         return int(self.task.optimizer.iterations.numpy())
+
+    @property
+    def progress(self) -> int:
+        """Steps of both phases done: shared-weight steps, then steps of the controller alone."""
+        return self.step + int(self.controller_steps_done.numpy())
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.train.steps + self.config.search.controller_steps
 
     def expected_ms(self) -> float:
         return self.cost_model.expected(self.space, self.controller.probabilities())
@@ -119,10 +136,29 @@ class SearchLoop:
             raise TrainingDivergedError(
                 f"the supernet loss became {losses['total_loss']} at step {step}; the last good checkpoint "
                 f"is {self.manager.latest_checkpoint or '(none yet)'}. Lower train.base_learning_rate.")
-        images, groundtruth = next(validation_iterator)
+        learning_rate = rl_learning_rate(step, total, self.controller.base_learning_rate, s.rl_delay, s.rl_boost)
+        scores = self._score_and_learn(samples, choices, warm, next(validation_iterator), learning_rate)
+        return {**losses, **scores, "warmup_share": float(np.mean(warm))}
+
+    def controller_step(self, validation_iterator) -> Dict[str, float]:
+        """One step of the controller alone: the supernet's weights stay as the shared-weight steps left them."""
+        s = self.config.search
+        done = int(self.controller_steps_done.numpy())
+        samples, runs, _ = self._sample(self.progress)   # past the warmup: runs == samples
+        learning_rate = rl_learning_rate(done, s.controller_steps, self.controller.base_learning_rate, 0.0,
+                                         s.rl_boost)
+        scores = self._score_and_learn(samples, self.task.per_replica_choices(runs), [False] * len(samples),
+                                       next(validation_iterator), learning_rate)
+        self.controller_steps_done.assign_add(1)
+        return scores
+
+    def _score_and_learn(self, samples, choices, warm, validation_batch, learning_rate: float) -> Dict[str, float]:
+        """Q, cost and reward of each replica's architecture on its share of the validation mini-batch;
+        then the controller's update from the non-warmup samples when the learning rate is positive."""
+        s = self.config.search
+        images, groundtruth = validation_batch
         detections = self.task.detect_fn()(images, choices)
-        strategy = self.task.strategy
-        local = strategy.experimental_local_results
+        local = self.task.strategy.experimental_local_results
         qualities, costs, rewards = [], [], []
         for r, (gt, det) in enumerate(zip(local(groundtruth), local(detections))):
             quality = minibatch_quality(gt, det, self.label_map, s.quality_metric)
@@ -130,15 +166,13 @@ class SearchLoop:
             qualities.append(quality)
             costs.append(cost)
             rewards.append(reward(s.reward, quality, cost, s.target_ms, s.reward_beta, s.reward_exponent))
-        learning_rate = rl_learning_rate(step, total, self.controller.base_learning_rate, s.rl_delay, s.rl_boost)
         learn = [r for r in range(len(samples)) if not warm[r]]
         update = {}
         if learning_rate > 0 and learn:
             update = self.controller.update([samples[r] for r in learn], [rewards[r] for r in learn],
                                             learning_rate)
-        return {**losses, "quality": float(np.mean(qualities)), "cost_ms": float(np.mean(costs)),
-                "reward": float(np.mean(rewards)), "rl_learning_rate": learning_rate,
-                "warmup_share": float(np.mean(warm)), **update}
+        return {"quality": float(np.mean(qualities)), "cost_ms": float(np.mean(costs)),
+                "reward": float(np.mean(rewards)), "rl_learning_rate": learning_rate, **update}
 
     # The loop ----------------------------------------------------------------------------------
     def restore(self) -> Optional[str]:
@@ -155,26 +189,32 @@ class SearchLoop:
         self.restore()
         train_iterator = iter(self.task.distributed_train_dataset())
         validation_iterator = iter(self.task.distributed_validation_dataset())
-        start_step, start_time = self.step, time.time()
-        window: List[Dict[str, float]] = []
-        while self.step < train.steps:
-            window.append(self.search_step(train_iterator, validation_iterator))
-            step = self.step
-            if step % train.log_every == 0 or step >= train.steps:
-                self._log(window, start_step, start_time)
-                window = []
-            if step % train.checkpoint_every == 0 or step >= train.steps:
-                self.manager.save(checkpoint_number=step)
+        phases = [(lambda: self.step < train.steps,
+                   lambda: self.search_step(train_iterator, validation_iterator)),
+                  (lambda: self.progress < self.total_steps,
+                   lambda: self.controller_step(validation_iterator))]
+        for unfinished, one_step in phases:
+            start_step, start_time = self.progress, time.time()
+            window: List[Dict[str, float]] = []
+            while unfinished():
+                window.append(one_step())
+                step = self.progress
+                if step % train.log_every == 0 or not unfinished():
+                    self._log(window, start_step, start_time)
+                    window = []
+                if step % train.checkpoint_every == 0 or not unfinished():
+                    self.manager.save(checkpoint_number=step)
         self.writer.flush()
         return self.write_result()
 
     def _log(self, window: List[Dict[str, float]], start_step: int, start_time: float) -> None:
-        step, total = self.step, self.config.train.steps
+        step, total = self.progress, self.total_steps
         means = {k: float(np.mean([w[k] for w in window if k in w])) for k in window[-1]}
         rate = (step - start_step) / max(time.time() - start_time, 1e-9)
         expected, entropy = self.expected_ms(), self.controller.entropy()
-        logging.info("step %d/%d  loss %.4f  Q %.3f  cost %.2f ms (expected %.2f, target %.2f)  reward %.4f  "
-                     "entropy %.2f  %.2f steps/s  ETA %s", step, total, means["total_loss"], means["quality"],
+        loss = f"loss {means['total_loss']:.4f}" if "total_loss" in means else "controller only"
+        logging.info("step %d/%d  %s  Q %.3f  cost %.2f ms (expected %.2f, target %.2f)  reward %.4f  "
+                     "entropy %.2f  %.2f steps/s  ETA %s", step, total, loss, means["quality"],
                      means["cost_ms"], expected, self.config.search.target_ms, means["reward"], entropy,
                      rate, format_duration((total - step) / max(rate, 1e-9)))
         with self.writer.as_default():
@@ -182,7 +222,8 @@ class SearchLoop:
                 tf.summary.scalar(f"search/{key}", value, step=step)
             tf.summary.scalar("search/expected_cost_ms", expected, step=step)
             tf.summary.scalar("search/entropy", entropy, step=step)
-            tf.summary.scalar("search/learning_rate", float(self.task.learning_rate(step)), step=step)
+            if "total_loss" in means:
+                tf.summary.scalar("search/learning_rate", float(self.task.learning_rate(step)), step=step)
             for decision, probabilities in zip(self.space.decisions, self.controller.probabilities()):
                 for label, p in zip(decision.labels, probabilities):
                     tf.summary.scalar(f"probabilities/{decision.tag}/{label}", p, step=step)
@@ -200,6 +241,7 @@ class SearchLoop:
         arch.save(arch_path)
         record = json.loads(self.space.to_json(indices))
         record.update(predicted_ms=predicted, target_ms=s.target_ms, step=self.step,
+                      controller_steps=int(self.controller_steps_done.numpy()),
                       cost_model=self.cost_model.describe(),
                       probabilities={d.tag: dict(zip(d.labels, map(float, p)))
                                      for d, p in zip(self.space.decisions, self.controller.probabilities())})

@@ -1,11 +1,12 @@
 """Shared by the search benchmarks: the package's binaries, run as jobs pinned one per CPU, random
 architectures near a latency target, the standalone training of an architecture with a fixed recipe,
-and writing the report.
+and writing the report and reading its tables back.
 
 Imported by `reward_comparison.py` and `supernet_ranking.py` (no flags here, so both can).
 """
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -100,6 +101,26 @@ def write_results(name: str, text: str) -> None:
     with open(os.path.join(RESULTS_DIR, f"{name}.md"), "w") as f:
         f.write(text)
     print(text)
+
+
+def markdown_table(lines: Sequence[str], header_start: str) -> Tuple[int, List[str], List[List[str]]]:
+    """(line number of the header, header cells, rows of cells) of the first Markdown table of a report
+    whose header line starts with `header_start`; (-1, [], []) when there is none."""
+    def cells(line: str) -> List[str]:
+        return [c.strip() for c in line.strip().strip("|").split("|")]
+
+    header = next((k for k, line in enumerate(lines) if line.startswith(header_start)), -1)
+    if header < 0:
+        return -1, [], []
+    rows = []
+    for line in lines[header + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(cells(line))
+    return header, cells(lines[header]), rows
+
+
+RECIPE = re.compile(r"standalone overrides `([^`]*)`")   # how the reports name the standalone recipe
 
 
 def standalone_metrics(model_dir: str) -> str:

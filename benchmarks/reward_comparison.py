@@ -16,6 +16,11 @@ found (the mean over the seeds), with mean and standard deviation over the archi
 random group's; a reward passes when its mean AP50 exceeds the random mean by more than one standard
 deviation of the random group.
 
+With --random_results=FILE the random group is read from an earlier report of this benchmark (its
+predicted and measured latency and AP50 per seed, checked to be the same architectures, recipe and
+seeds) instead of being measured and trained again: 6 random architectures under three seeds are
+18 trainings.
+
 Searches and trainings run --jobs at a time, each pinned to its own CPU (`taskset`); the latency
 measurement runs alone. Every stage writes its result into --work_dir and is skipped when that result
 exists, so an interrupted run resumes where it stopped.
@@ -27,14 +32,14 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List, NamedTuple, Tuple
 
 import yaml
 from absl import app, flags
 
 from mobiledets_tf.search.rewards import REWARDS
-from pinned_jobs import (QUICKSTART_SEARCH, STANDALONE_RECIPE, Job, architectures_near_target, binary,
-                         repository_path, run_pinned, standalone_ap50, standalone_job, write_results)
+from pinned_jobs import (QUICKSTART_SEARCH, RECIPE, STANDALONE_RECIPE, Job, architectures_near_target, binary,
+                         markdown_table, repository_path, run_pinned, standalone_ap50, standalone_job, write_results)
 from seed_statistics import seed_noise
 
 RANDOM = "random"   # the group of random architectures in the keys and the report
@@ -56,6 +61,9 @@ NUM_RANDOM = flags.DEFINE_integer("num_random", 6, "Random architectures near th
 RANDOM_BAND = flags.DEFINE_float("random_band", 0.03, "Relative band around the target the random architectures "
                                  "are predicted in.")
 RANDOM_SEED = flags.DEFINE_integer("random_seed", 0, "Seed of the random architectures.")
+RANDOM_RESULTS = flags.DEFINE_string("random_results", "", "An earlier report of this benchmark whose random rows "
+                                     "(latency, AP50 per seed) stand for the random group instead of measuring and "
+                                     "training it again; it must hold the same random architectures, recipe and seeds.")
 JOBS = flags.DEFINE_integer("jobs", 2, "Searches or trainings at once, each pinned to one CPU.")
 ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved timing passes of the latency measurement.")
 NAME = flags.DEFINE_string("name", "reward_comparison", "Result file stem under benchmarks/results/.")
@@ -91,13 +99,53 @@ def search_config():
     return load_config(CONFIG.value, SEARCH_OVERRIDE.value)
 
 
-def random_keys(work_dir: str) -> Dict[str, Tuple[str, str]]:
-    """Draws the random architectures (WORK/archs/random_NN.yaml) and keys them as the group RANDOM."""
+def random_architectures(work_dir: str) -> List[Dict]:
+    """Draws the random architectures (WORK/archs/random_NN.yaml): [{name, indices, predicted_ms, arch}]."""
     if NUM_RANDOM.value <= 0:
-        return {}
-    rows = architectures_near_target(os.path.join(work_dir, "random.json"), search_config(), TARGET_MS.value,
+        return []
+    return architectures_near_target(os.path.join(work_dir, "random.json"), search_config(), TARGET_MS.value,
                                      NUM_RANDOM.value, RANDOM_BAND.value, RANDOM_SEED.value, prefix=f"{RANDOM}_")
-    return {row["name"]: (RANDOM, row["name"][len(RANDOM) + 1:]) for row in rows}
+
+
+def random_keys(archs: List[Dict]) -> Dict[str, Tuple[str, str]]:
+    """The random architectures keyed as the group RANDOM (random_NN -> (RANDOM, NN))."""
+    return {row["name"]: (RANDOM, row["name"][len(RANDOM) + 1:]) for row in archs}
+
+
+RESULTS_HEADER = "| reward | seed | predicted ms |"
+
+
+class RecordedRandom(NamedTuple):
+    """The random group as an earlier report recorded it."""
+    measured: List[Dict]            # [{arch, predicted_ms, measured_ms}], as `measure_latency` returns them
+    ap50: Dict[str, List[float]]    # key -> AP50 of each standalone seed
+    source: str
+
+
+def recorded_random(path: str, archs: List[Dict]) -> RecordedRandom:
+    """The random rows of a report of this benchmark (`report`'s first table); exits when it lacks one of
+    `archs`, predicts its latency otherwise, or trained with another recipe or other seeds."""
+    with open(path) as f:
+        lines = f.read().splitlines()
+    header, columns, table = markdown_table(lines, RESULTS_HEADER)
+    if header < 0:
+        sys.exit(f"{path}: no table of searched and random architectures (not a report of this benchmark)")
+    seeds = columns[-1][len("per seed ("):-1].split(", ")
+    recipe = RECIPE.search("\n".join(lines[:header]))
+    if seeds != STANDALONE_SEEDS.value or not recipe or recipe.group(1) != ",".join(STANDALONE_OVERRIDE.value):
+        sys.exit(f"{path}: trained under seeds {', '.join(seeds)} with "
+                 f"{recipe.group(0) if recipe else 'an unnamed recipe'}, not seeds {', '.join(STANDALONE_SEEDS.value)} "
+                 f"with standalone overrides `{','.join(STANDALONE_OVERRIDE.value)}`")
+    rows = {f"{RANDOM}_{row[1]}": row for row in table if row[0] == RANDOM}
+    for arch in archs:
+        row = rows.get(arch["name"])
+        if row is None or abs(float(row[2]) - arch["predicted_ms"]) > 0.006:
+            found = f"predicted at {row[2]} ms" if row else "missing"
+            sys.exit(f"{path}: {arch['name']} (predicted at {arch['predicted_ms']:.2f} ms here) is {found} there: "
+                     "it holds other architectures (another --random_seed, --random_band, --target_ms or cost model)")
+    return RecordedRandom([{"arch": a["name"], "predicted_ms": float(rows[a["name"]][2]),
+                            "measured_ms": float(rows[a["name"]][3])} for a in archs],
+                          {a["name"]: [float(v) for v in rows[a["name"]][-1].split(" / ")] for a in archs}, path)
 
 
 def found_arch(work_dir: str, key: str) -> str:
@@ -169,7 +217,8 @@ def beats_random(searched: List[float], random: List[float]) -> str:
     return f"{margin:+.3f} vs {spread:.3f}: {'yes' if margin > spread else 'no'}"
 
 
-def report(work_dir: str, keys: Dict[str, Tuple[str, str]], measured: list, elapsed_min: float) -> str:
+def report(keys: Dict[str, Tuple[str, str]], measured: list, ap50: Dict[str, List[float]], elapsed_min: float,
+           random_source: str = "") -> str:
     from mobiledets_tf.benchmark.local import cpu_name, vector_extensions
     by_name = {row["arch"]: row for row in measured}
     target, seeds = TARGET_MS.value, STANDALONE_SEEDS.value
@@ -179,12 +228,13 @@ def report(work_dir: str, keys: Dict[str, Tuple[str, str]], measured: list, elap
              f"standalone seeds (train.seed) {', '.join(seeds)}  ",
              f"CPU: {cpu_name()} ({os.cpu_count()} CPUs), vector extensions: {vector_extensions()}  ", f"wall time of this invocation: {elapsed_min:.0f} min", "",
              f"random architectures: {NUM_RANDOM.value} predicted within +-{100 * RANDOM_BAND.value:g}% of the "
-             f"target (seed {RANDOM_SEED.value})", "",
+             f"target (seed {RANDOM_SEED.value})" + (f"; their rows (latency measured there, AP50) recorded in "
+                                                    f"`{random_source}`" if random_source else ""), "",
              "| reward | seed | predicted ms | measured ms (fastest run) | off target | standalone AP50 (mean of the "
              f"seeds) | per seed ({', '.join(seeds)}) |", "|---|---|---|---|---|---|---|"]
     summary, seed_rows = {}, []
     for key, (reward, seed) in keys.items():
-        row, per_seed = by_name[key], ap50_per_seed(work_dir, key)
+        row, per_seed = by_name[key], ap50[key]
         off, mean_ap50 = 100 * (row["measured_ms"] - target) / target, statistics.mean(per_seed)
         summary.setdefault(reward, []).append((abs(off), mean_ap50))
         if len(per_seed) > 1:
@@ -215,13 +265,18 @@ def main(argv):
         sys.exit("taskset (util-linux) is needed to pin each job to one CPU")
     started, work_dir = time.time(), WORK_DIR.value
     searched = {run_key(r, s): (r, s) for r in REWARD_LIST.value for s in SEEDS.value}
-    random = random_keys(work_dir)
+    archs = random_architectures(work_dir)
+    recorded = recorded_random(RANDOM_RESULTS.value, archs) if RANDOM_RESULTS.value else None
+    random = random_keys(archs)
+    measured_here = {**searched, **({} if recorded else random)}
     # The random architectures train while the searches run; the latency measurement runs alone.
-    run_pinned(search_jobs(work_dir, searched) + standalone_jobs(work_dir, random), JOBS.value)
-    keys = {**searched, **random}
-    measured = measure_latency(work_dir, keys)
+    run_pinned(search_jobs(work_dir, searched) + standalone_jobs(work_dir, {} if recorded else random), JOBS.value)
+    measured = measure_latency(work_dir, measured_here) + (recorded.measured if recorded else [])
     run_pinned(standalone_jobs(work_dir, searched), JOBS.value)
-    text = report(work_dir, keys, measured, (time.time() - started) / 60)
+    ap50 = {key: ap50_per_seed(work_dir, key) for key in measured_here}
+    ap50.update(recorded.ap50 if recorded else {})
+    text = report({**searched, **random}, measured, ap50, (time.time() - started) / 60,
+                  recorded.source if recorded else "")
     write_results(NAME.value, text)
 
 

@@ -55,8 +55,8 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
 from absl import app, flags
 
-from pinned_jobs import (QUICKSTART_SEARCH, REPO_ROOT, STANDALONE_RECIPE, Job, architectures_near_target, binary,
-                         run_pinned, standalone_ap50, standalone_job, write_results)
+from pinned_jobs import (QUICKSTART_SEARCH, RECIPE, REPO_ROOT, STANDALONE_RECIPE, Job, architectures_near_target,
+                         binary, markdown_table, run_pinned, standalone_ap50, standalone_job, write_results)
 from seed_statistics import ground_truth_ceiling
 
 CONFIG = flags.DEFINE_string("config", QUICKSTART_SEARCH,
@@ -267,23 +267,17 @@ def recorded_ground_truth(path: str, archs: List[Dict]) -> GroundTruth:
     architectures were drawn with another --arch_seed, --target_ms, --band or cost model)."""
     with open(path) as f:
         lines = f.read().splitlines()
-    def cells(line: str) -> List[str]:
-        return [c.strip() for c in line.strip("|").split("|")]
-
-    header = next((k for k, line in enumerate(lines) if line.startswith(ARCHITECTURE_HEADER)), None)
-    matches = enumerate(SEED_COLUMN.fullmatch(c) for c in (cells(lines[header]) if header is not None else []))
-    seed_columns = {k: match.group(1) for k, match in matches if match}
+    header, columns, table = markdown_table(lines, ARCHITECTURE_HEADER)
+    seed_columns = {k: match.group(1) for k, match in enumerate(map(SEED_COLUMN.fullmatch, columns)) if match}
     if not seed_columns:
         sys.exit(f"{path}: no architecture table with standalone AP50 columns (not a report of this benchmark)")
-    rows = {}
-    for row in map(cells, itertools.takewhile(lambda l: l.startswith("|"), lines[header + 2:])):
-        rows[row[0]] = (float(row[1]), [float(row[k]) for k in seed_columns])
+    rows = {row[0]: (float(row[1]), [float(row[k]) for k in seed_columns]) for row in table}
     for arch in archs:
         if arch["name"] not in rows or abs(rows[arch["name"]][0] - arch["predicted_ms"]) > 0.006:
             found = f"predicted at {rows[arch['name']][0]:.2f} ms" if arch["name"] in rows else "missing"
             sys.exit(f"{path}: {arch['name']} (predicted at {arch['predicted_ms']:.2f} ms here) is {found} there: "
                      "it holds other architectures (another --arch_seed, --target_ms, --band or cost model)")
-    recipe = re.search(r"standalone overrides `([^`]*)`", "\n".join(lines[:header]))
+    recipe = RECIPE.search("\n".join(lines[:header]))
     return GroundTruth(list(seed_columns.values()), {a["name"]: rows[a["name"]][1] for a in archs},
                        f"standalone overrides `{recipe.group(1) if recipe else '?'}` (the AP50 columns of "
                        f"`{path}`)")

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -460,7 +461,7 @@ def test_reward_comparison_scores_each_architecture_by_its_mean_over_the_standal
     evaluated("1")
     assert comparison.standalone_jobs(work, keys) == []
     measured = [{"arch": key, "predicted_ms": 20.0, "measured_ms": 20.0} for key in keys]
-    text = comparison.report(work, keys, measured, 1.0)
+    text = comparison.report(keys, measured, {key: comparison.ap50_per_seed(work, key) for key in keys}, 1.0)
     assert "| absolute | 0 | 20.00 | 20.00 | +0.0% | 0.720 | 0.700 / 0.740 |" in text
     assert "| random | 00 | 20.00 | 20.00 | +0.0% | 0.550 | 0.500 / 0.600 |" in text
     searched, random = [0.72, 0.68], [0.55, 0.61, 0.56]
@@ -471,3 +472,36 @@ def test_reward_comparison_scores_each_architecture_by_its_mean_over_the_standal
     noise = np.sqrt(np.mean([np.var(pair, ddof=1) for pair in ap50.values()]))   # root mean square over the architectures
     assert f"a standard deviation of {noise:.3f} over the seeds" in text
 
+    # --random_results: the random rows read back stand for the random group (same table, nothing trained).
+    path = tmp_path / "recorded.md"
+    path.write_text(text)
+    archs = [{"name": f"random_0{k}", "predicted_ms": 20.0} for k in range(3)]
+    recorded = comparison.recorded_random(str(path), archs)
+    assert recorded.ap50 == {f"random_0{k}": list(ap50[f"random_0{k}"]) for k in range(3)}
+    assert recorded.measured == [{"arch": a["name"], "predicted_ms": 20.0, "measured_ms": 20.0} for a in archs]
+    searched_keys = {key: keys[key] for key in keys if not key.startswith("random")}
+    again = comparison.report(keys, measured[:2] + recorded.measured,
+                              {**{key: comparison.ap50_per_seed(work, key) for key in searched_keys}, **recorded.ap50},
+                              1.0, str(path))
+    assert [l for l in again.splitlines() if l.startswith("|")] == [l for l in text.splitlines() if l.startswith("|")]
+    assert f"recorded in `{path}`" in again
+    with pytest.raises(SystemExit, match="random_01 .* is predicted at 20.00 ms there: it holds other"):
+        comparison.recorded_random(str(path), [{**archs[1], "predicted_ms": 20.1}])
+    flags.FLAGS.standalone_seeds = ["0", "1", "2"]
+    with pytest.raises(SystemExit, match="trained under seeds 0, 1 with standalone overrides"):
+        comparison.recorded_random(str(path), archs)
+
+
+def test_the_committed_searched_vs_random_report_holds_the_random_architectures_drawn_today():
+    """benchmarks/results/searched_vs_random.md's random group can stand in (--random_results) for the
+    random architectures the shipped search config and cost model draw at its target."""
+    from absl import flags
+    comparison = _benchmark("reward_comparison")
+    results = os.path.join(os.path.dirname(comparison.__file__), "results", "searched_vs_random.md")
+    with tempfile.TemporaryDirectory() as work:
+        flags.FLAGS(["reward_comparison", f"--work_dir={work}", "--target_ms=25", "--num_random=6",
+                     "--random_band=0.03", "--random_seed=0", "--standalone_seeds=0,1,2"])
+        archs = comparison.random_architectures(work)
+        recorded = comparison.recorded_random(results, archs)
+    assert len(archs) == 6 and all(len(v) == 3 for v in recorded.ap50.values())
+    assert [round(r["predicted_ms"], 2) for r in recorded.measured] == [round(a["predicted_ms"], 2) for a in archs]

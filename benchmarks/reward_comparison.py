@@ -16,10 +16,10 @@ found (the mean over the seeds), with mean and standard deviation over the archi
 random group's; a reward passes when its mean AP50 exceeds the random mean by more than one standard
 deviation of the random group.
 
-With --random_results=FILE the random group is read from an earlier report of this benchmark (its
-predicted and measured latency and AP50 per seed, checked to be the same architectures, recipe and
-seeds) instead of being measured and trained again: 6 random architectures under three seeds are
-18 trainings.
+With --random_results=FILE the random group's AP50 per seed is read from an earlier report of this
+benchmark (checked to hold the same architectures by name and predicted latency, the same recipe and
+seeds) instead of training it again: 6 random architectures under three seeds are 18 trainings. Its
+latency is measured here with the found architectures', so all measured latencies come from one machine.
 
 Searches and trainings run --jobs at a time, each pinned to its own CPU (`taskset`); the latency
 measurement runs alone. Every stage writes its result into --work_dir and is skipped when that result
@@ -32,7 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List, NamedTuple, Tuple
+from typing import Dict, List, Tuple
 
 import yaml
 from absl import app, flags
@@ -61,9 +61,9 @@ NUM_RANDOM = flags.DEFINE_integer("num_random", 6, "Random architectures near th
 RANDOM_BAND = flags.DEFINE_float("random_band", 0.03, "Relative band around the target the random architectures "
                                  "are predicted in.")
 RANDOM_SEED = flags.DEFINE_integer("random_seed", 0, "Seed of the random architectures.")
-RANDOM_RESULTS = flags.DEFINE_string("random_results", "", "An earlier report of this benchmark whose random rows "
-                                     "(latency, AP50 per seed) stand for the random group instead of measuring and "
-                                     "training it again; it must hold the same random architectures, recipe and seeds.")
+RANDOM_RESULTS = flags.DEFINE_string("random_results", "", "An earlier report of this benchmark whose random rows' "
+                                     "AP50 per seed stand for the random group's instead of training it again; it "
+                                     "must hold the same random architectures, recipe and seeds.")
 JOBS = flags.DEFINE_integer("jobs", 2, "Searches or trainings at once, each pinned to one CPU.")
 ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved timing passes of the latency measurement.")
 NAME = flags.DEFINE_string("name", "reward_comparison", "Result file stem under benchmarks/results/.")
@@ -115,16 +115,10 @@ def random_keys(archs: List[Dict]) -> Dict[str, Tuple[str, str]]:
 RESULTS_HEADER = "| reward | seed | predicted ms |"
 
 
-class RecordedRandom(NamedTuple):
-    """The random group as an earlier report recorded it."""
-    measured: List[Dict]            # [{arch, predicted_ms, measured_ms}], as `measure_latency` returns them
-    ap50: Dict[str, List[float]]    # key -> AP50 of each standalone seed
-    source: str
-
-
-def recorded_random(path: str, archs: List[Dict]) -> RecordedRandom:
-    """The random rows of a report of this benchmark (`report`'s first table); exits when it lacks one of
-    `archs`, predicts its latency otherwise, or trained with another recipe or other seeds."""
+def recorded_random(path: str, archs: List[Dict]) -> Dict[str, List[float]]:
+    """The AP50 per seed of the random rows of a report of this benchmark (`report`'s first table); exits
+    when it lacks one of `archs`, predicts its latency otherwise, or trained with another recipe or other
+    seeds."""
     with open(path) as f:
         lines = f.read().splitlines()
     header, columns, table = markdown_table(lines, RESULTS_HEADER)
@@ -143,9 +137,7 @@ def recorded_random(path: str, archs: List[Dict]) -> RecordedRandom:
             found = f"predicted at {row[2]} ms" if row else "missing"
             sys.exit(f"{path}: {arch['name']} (predicted at {arch['predicted_ms']:.2f} ms here) is {found} there: "
                      "it holds other architectures (another --random_seed, --random_band, --target_ms or cost model)")
-    return RecordedRandom([{"arch": a["name"], "predicted_ms": float(rows[a["name"]][2]),
-                            "measured_ms": float(rows[a["name"]][3])} for a in archs],
-                          {a["name"]: [float(v) for v in rows[a["name"]][-1].split(" / ")] for a in archs}, path)
+    return {a["name"]: [float(v) for v in rows[a["name"]][-1].split(" / ")] for a in archs}
 
 
 def found_arch(work_dir: str, key: str) -> str:
@@ -228,8 +220,8 @@ def report(keys: Dict[str, Tuple[str, str]], measured: list, ap50: Dict[str, Lis
              f"standalone seeds (train.seed) {', '.join(seeds)}  ",
              f"CPU: {cpu_name()} ({os.cpu_count()} CPUs), vector extensions: {vector_extensions()}  ", f"wall time of this invocation: {elapsed_min:.0f} min", "",
              f"random architectures: {NUM_RANDOM.value} predicted within +-{100 * RANDOM_BAND.value:g}% of the "
-             f"target (seed {RANDOM_SEED.value})" + (f"; their rows (latency measured there, AP50) recorded in "
-                                                    f"`{random_source}`" if random_source else ""), "",
+             f"target (seed {RANDOM_SEED.value})" + (f"; their standalone AP50 recorded in `{random_source}`"
+                                                    if random_source else ""), "",
              "| reward | seed | predicted ms | measured ms (fastest run) | off target | standalone AP50 (mean of the "
              f"seeds) | per seed ({', '.join(seeds)}) |", "|---|---|---|---|---|---|---|"]
     summary, seed_rows = {}, []
@@ -266,17 +258,14 @@ def main(argv):
     started, work_dir = time.time(), WORK_DIR.value
     searched = {run_key(r, s): (r, s) for r in REWARD_LIST.value for s in SEEDS.value}
     archs = random_architectures(work_dir)
-    recorded = recorded_random(RANDOM_RESULTS.value, archs) if RANDOM_RESULTS.value else None
-    random = random_keys(archs)
-    measured_here = {**searched, **({} if recorded else random)}
+    recorded = recorded_random(RANDOM_RESULTS.value, archs) if RANDOM_RESULTS.value else {}
+    random, keys = random_keys(archs), {**searched, **random_keys(archs)}
     # The random architectures train while the searches run; the latency measurement runs alone.
     run_pinned(search_jobs(work_dir, searched) + standalone_jobs(work_dir, {} if recorded else random), JOBS.value)
-    measured = measure_latency(work_dir, measured_here) + (recorded.measured if recorded else [])
+    measured = measure_latency(work_dir, keys)
     run_pinned(standalone_jobs(work_dir, searched), JOBS.value)
-    ap50 = {key: ap50_per_seed(work_dir, key) for key in measured_here}
-    ap50.update(recorded.ap50 if recorded else {})
-    text = report({**searched, **random}, measured, ap50, (time.time() - started) / 60,
-                  recorded.source if recorded else "")
+    ap50 = {key: recorded[key] if key in recorded else ap50_per_seed(work_dir, key) for key in keys}
+    text = report(keys, measured, ap50, (time.time() - started) / 60, RANDOM_RESULTS.value)
     write_results(NAME.value, text)
 
 

@@ -477,12 +477,9 @@ def test_reward_comparison_scores_each_architecture_by_its_mean_over_the_standal
     path.write_text(text)
     archs = [{"name": f"random_0{k}", "predicted_ms": 20.0} for k in range(3)]
     recorded = comparison.recorded_random(str(path), archs)
-    assert recorded.ap50 == {f"random_0{k}": list(ap50[f"random_0{k}"]) for k in range(3)}
-    assert recorded.measured == [{"arch": a["name"], "predicted_ms": 20.0, "measured_ms": 20.0} for a in archs]
-    searched_keys = {key: keys[key] for key in keys if not key.startswith("random")}
-    again = comparison.report(keys, measured[:2] + recorded.measured,
-                              {**{key: comparison.ap50_per_seed(work, key) for key in searched_keys}, **recorded.ap50},
-                              1.0, str(path))
+    assert recorded == {f"random_0{k}": list(ap50[f"random_0{k}"]) for k in range(3)}
+    searched_ap50 = {key: comparison.ap50_per_seed(work, key) for key in keys if not key.startswith("random")}
+    again = comparison.report(keys, measured, {**searched_ap50, **recorded}, 1.0, str(path))
     assert [l for l in again.splitlines() if l.startswith("|")] == [l for l in text.splitlines() if l.startswith("|")]
     assert f"recorded in `{path}`" in again
     with pytest.raises(SystemExit, match="random_01 .* is predicted at 20.00 ms there: it holds other"):
@@ -503,5 +500,5 @@ def test_the_committed_searched_vs_random_report_holds_the_random_architectures_
                      "--random_band=0.03", "--random_seed=0", "--standalone_seeds=0,1,2"])
         archs = comparison.random_architectures(work)
         recorded = comparison.recorded_random(results, archs)
-    assert len(archs) == 6 and all(len(v) == 3 for v in recorded.ap50.values())
-    assert [round(r["predicted_ms"], 2) for r in recorded.measured] == [round(a["predicted_ms"], 2) for a in archs]
+    assert len(archs) == 6 and sorted(recorded) == [a["name"] for a in archs]
+    assert all(len(per_seed) == 3 for per_seed in recorded.values())

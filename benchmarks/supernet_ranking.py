@@ -46,7 +46,6 @@ Stages, each written into --work_dir and skipped when its result exists (an inte
 import itertools
 import json
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -56,7 +55,8 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 from absl import app, flags
 
 from pinned_jobs import (QUICKSTART_SEARCH, RECIPE, REPO_ROOT, STANDALONE_RECIPE, Job, architectures_near_target,
-                         binary, markdown_table, run_pinned, standalone_ap50, standalone_job, write_results)
+                         binary, run_pinned, standalone_ap50, standalone_job, write_results)
+from ranking_reports import ARCHITECTURE_HEADER, read_ranking_table
 from seed_statistics import ground_truth_ceiling
 
 CONFIG = flags.DEFINE_string("config", QUICKSTART_SEARCH,
@@ -257,28 +257,19 @@ def trained_ground_truth(work_dir: str, archs: List[Dict]) -> GroundTruth:
                                for a in archs}, f"standalone overrides `{','.join(STANDALONE_OVERRIDE.value)}`")
 
 
-ARCHITECTURE_HEADER = "| architecture | predicted ms |"
-SEED_COLUMN = re.compile(r"standalone AP50 seed (\S+)")
-
-
 def recorded_ground_truth(path: str, archs: List[Dict]) -> GroundTruth:
     """The standalone AP50 columns of an earlier report of this benchmark (`report`'s architecture
     table); exits when the report lacks one of `archs` or predicts its latency otherwise (then its
     architectures were drawn with another --arch_seed, --target_ms, --band or cost model)."""
-    with open(path) as f:
-        lines = f.read().splitlines()
-    header, columns, table = markdown_table(lines, ARCHITECTURE_HEADER)
-    seed_columns = {k: match.group(1) for k, match in enumerate(map(SEED_COLUMN.fullmatch, columns)) if match}
-    if not seed_columns:
-        sys.exit(f"{path}: no architecture table with standalone AP50 columns (not a report of this benchmark)")
-    rows = {row[0]: (float(row[1]), [float(row[k]) for k in seed_columns]) for row in table}
+    table = read_ranking_table(path)
+    rows = table.rows
     for arch in archs:
-        if arch["name"] not in rows or abs(rows[arch["name"]][0] - arch["predicted_ms"]) > 0.006:
-            found = f"predicted at {rows[arch['name']][0]:.2f} ms" if arch["name"] in rows else "missing"
+        if arch["name"] not in rows or abs(rows[arch["name"]].predicted_ms - arch["predicted_ms"]) > 0.006:
+            found = f"predicted at {rows[arch['name']].predicted_ms:.2f} ms" if arch["name"] in rows else "missing"
             sys.exit(f"{path}: {arch['name']} (predicted at {arch['predicted_ms']:.2f} ms here) is {found} there: "
                      "it holds other architectures (another --arch_seed, --target_ms, --band or cost model)")
-    recipe = RECIPE.search("\n".join(lines[:header]))
-    return GroundTruth(list(seed_columns.values()), {a["name"]: rows[a["name"]][1] for a in archs},
+    recipe = RECIPE.search(table.preamble)
+    return GroundTruth(table.seeds, {a["name"]: rows[a["name"]].ap50 for a in archs},
                        f"standalone overrides `{recipe.group(1) if recipe else '?'}` (the AP50 columns of "
                        f"`{path}`)")
 

@@ -502,3 +502,48 @@ def test_the_committed_searched_vs_random_report_holds_the_random_architectures_
         recorded = comparison.recorded_random(results, archs)
     assert len(archs) == 6 and sorted(recorded) == [a["name"] for a in archs]
     assert all(len(per_seed) == 3 for per_seed in recorded.values())
+
+
+def test_supernet_spread_reads_each_supernets_report_and_ranks_their_consensus(tmp_path):
+    from absl import flags
+    from scipy import stats
+    spread = _benchmark("supernet_spread")
+    rng = np.random.default_rng(0)
+    archs = {stem: [f"{stem}_{k}" for k in range(5)] for stem in ("first", "second")}
+    ap50 = {a: rng.uniform(0.4, 0.7, 2).round(3).tolist() for names in archs.values() for a in names}
+    quality = {suffix: {a: round(float(rng.uniform(0.0, 0.3)), 4) for a in ap50} for suffix in ("", "_b", "_c")}
+
+    def write(stem, suffix, names):
+        rows = [f"| {a} | 25.00 | {quality[suffix][a]:.4f} | {ap50[a][0]:.3f} | {ap50[a][1]:.3f} |" for a in names]
+        (tmp_path / f"{stem}{suffix}.md").write_text("\n".join(
+            ["# report", "", "| architecture | predicted ms | minibatch_quality | standalone AP50 seed 0 | "
+             "standalone AP50 seed 1 |", "|---|---|---|---|---|", *rows, "", "Kendall tau (...): 0"]) + "\n")
+
+    for stem, names in archs.items():
+        for suffix in quality:
+            write(stem, suffix, names)
+    flags.FLAGS(["supernet_spread"])
+    supernets = ["x:", "x:_b", "y:_c"]
+    text = spread.report(str(tmp_path), list(archs), supernets, "minibatch_quality")
+    both = archs["first"] + archs["second"]
+    truth = [np.mean(ap50[a]) for a in both]
+
+    def tau(scores, names):
+        return stats.kendalltau([scores[a] for a in names], [np.mean(ap50[a]) for a in names]).statistic
+
+    taus = [tau(quality[s], both) for s in quality]
+    for (setting, suffix), value in zip([e.split(":") for e in supernets], taus):
+        row = (f"| {setting} | `{suffix or '-'}` | {tau(quality[suffix], archs['first']):.3f} | "
+               f"{tau(quality[suffix], archs['second']):.3f} | {value:.3f} (p ")
+        assert row in text, text
+    assert f"| x | 2 | {np.mean(taus[:2]):.3f} | {np.std(taus[:2], ddof=1):.3f} |" in text
+    assert f"| y | 1 | {taus[2]:.3f} | - |" in text
+    consensus = np.mean([stats.rankdata([quality[s][a] for a in both]) for s in quality], axis=0)
+    assert f"{stats.kendalltau(consensus, truth).statistic:.3f} on both" in text
+    pairs = [stats.kendalltau([quality[a][x] for x in both], [quality[b][x] for x in both]).statistic
+             for a, b in [("", "_b"), ("", "_c"), ("_b", "_c")]]
+    assert f"Kendall tau between their minibatch_quality {np.mean(pairs):.3f} on average" in text
+    write("second", "_c", archs["first"])   # a report of other architectures
+    with pytest.raises(SystemExit, match="other architectures than second.md"):
+        spread.report(str(tmp_path), list(archs), supernets, "minibatch_quality")
+

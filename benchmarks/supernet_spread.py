@@ -1,0 +1,116 @@
+"""Benchmark report: how much one supernet's ranking varies between supernets, and what their average ranks.
+
+    python benchmarks/supernet_spread.py      # seconds: reads the committed supernet_ranking reports
+
+`supernet_ranking.py` scores one supernet; its Kendall tau against standalone training is one draw.
+This reads the reports of several supernets that scored the same architectures (each
+`{set}{suffix}.md` of benchmarks/results/ for every --sets and --supernets entry), and writes
+benchmarks/results/{--name}.md: each supernet's tau (the search's measure against the mean
+standalone AP50 of the seeds) per set and over all sets together; the mean and standard deviation of
+those taus per setting; how alike the supernets rank the architectures (Kendall tau between their
+scores, over all pairs); and the tau of their consensus (the mean of each architecture's rank over
+the supernets), which is what a supernet without its own training noise would reach. Nothing is
+trained or scored here.
+"""
+import itertools
+import os
+import statistics
+import sys
+from typing import Dict, List
+
+from absl import app, flags
+
+from pinned_jobs import RESULTS_DIR, write_results
+from ranking_reports import read_ranking_table
+
+SETS = flags.DEFINE_list("sets", ["supernet_ranking", "supernet_ranking_confirmation"],
+                         "Report stems of the architecture sets (each set's reports share its architectures).")
+SUPERNETS = flags.DEFINE_list(
+    "supernets", ["shipped:", "shipped:_shipped2", "shipped:_shipped3", "rl_boost=1:_boost1", "rl_delay=0.75:_delay75",
+                  "rl_delay=1 (uniform paths):_uniform", "rl_delay=1 (uniform paths):_uniform2"],
+    "SETTING:SUFFIX of each supernet: its reports are {set}{SUFFIX}.md; supernets of one setting are summarised together.")
+RESULTS = flags.DEFINE_string("results_dir", RESULTS_DIR, "Where the reports are.")
+MEASURE = flags.DEFINE_string("measure", "minibatch_quality", "The one-shot measure compared (a column of the reports).")
+NAME = flags.DEFINE_string("name", "supernet_spread", "Result file stem under benchmarks/results/.")
+
+
+def kendall(x: List[float], y: List[float]):
+    from scipy import stats
+    result = stats.kendalltau(x, y)
+    return float(result.statistic), float(result.pvalue)
+
+
+def mean_ranks(columns: List[List[float]]) -> List[float]:
+    from scipy import stats
+    ranks = [stats.rankdata(column) for column in columns]
+    return [float(statistics.mean(values)) for values in zip(*ranks)]
+
+
+def load(results_dir: str, sets: List[str], supernets: List[str], measure: str):
+    """(architecture names per set, ground truth per architecture, {supernet entry: score per architecture})."""
+    names, truth, scores = {}, {}, {entry: {} for entry in supernets}
+    for stem in sets:
+        for entry in supernets:
+            suffix = entry.split(":", 1)[1]
+            path = os.path.join(results_dir, f"{stem}{suffix}.md")
+            if not os.path.exists(path):
+                sys.exit(f"{path}: missing (--sets {stem}, --supernets {entry})")
+            table = read_ranking_table(path)
+            if stem not in names:
+                names[stem] = sorted(table.rows)
+                truth.update({a: statistics.mean(row.ap50) for a, row in table.rows.items()})
+            if sorted(table.rows) != names[stem]:
+                sys.exit(f"{path}: other architectures than {stem}{supernets[0].split(':', 1)[1]}.md")
+            if any(measure not in row.scores for row in table.rows.values()):
+                sys.exit(f"{path}: no {measure} column")
+            scores[entry].update({a: row.scores[measure] for a, row in table.rows.items()})
+    return names, truth, scores
+
+
+def report(results_dir: str, sets: List[str], supernets: List[str], measure: str) -> str:
+    names, truth, scores = load(results_dir, sets, supernets, measure)
+    groups = {"both": [a for stem in sets for a in names[stem]]} if len(sets) > 1 else {}
+    groups = {**{stem: names[stem] for stem in sets}, **groups}
+
+    def tau_of(score: Dict[str, float], archs: List[str]):
+        return kendall([score[a] for a in archs], [truth[a] for a in archs])
+
+    set_header = " | ".join(f"{g} ({len(a)})" for g, a in groups.items())
+    lines = [f"# Supernet to supernet: Kendall tau of {measure} against the mean standalone AP50", "",
+             f"command: `python {' '.join(sys.argv)}`  ",
+             f"reports: `{os.path.relpath(results_dir)}/{{{','.join(sets)}}}{{suffix}}.md`; tau against the mean standalone AP50 of "
+             "the seeds each report holds (the same for every supernet of a set); `both`: all sets' architectures "
+             "together", "",
+             f"| setting | report suffix | {set_header} |", "|---|---|" + "---|" * len(groups)]
+    per_setting: Dict[str, List[float]] = {}
+    last = list(groups)[-1]
+    for entry in supernets:
+        setting, suffix = entry.split(":", 1)
+        taus = {g: tau_of(scores[entry], archs) for g, archs in groups.items()}
+        per_setting.setdefault(setting, []).append(taus[last][0])
+        lines.append(f"| {setting} | `{suffix or '-'}` | " +
+                     " | ".join(f"{t:.3f} (p {p:.2f})" if g == last else f"{t:.3f}" for g, (t, p) in taus.items()) + " |")
+    lines += ["", f"| setting | supernets | tau on {last}: mean | standard deviation |", "|---|---|---|---|"]
+    for setting, taus in per_setting.items():
+        spread = f"{statistics.stdev(taus):.3f}" if len(taus) > 1 else "-"
+        lines.append(f"| {setting} | {len(taus)} | {statistics.mean(taus):.3f} | {spread} |")
+    every = [tau_of(scores[entry], groups[last])[0] for entry in supernets]
+    lines.append(f"| all | {len(every)} | {statistics.mean(every):.3f} | {statistics.stdev(every):.3f} |")
+    everything = groups[last]
+    pairs = [kendall([scores[a][x] for x in everything], [scores[b][x] for x in everything])[0]
+             for a, b in itertools.combinations(supernets, 2)]
+    consensus = dict(zip(everything, mean_ranks([[scores[e][x] for x in everything] for e in supernets])))
+    lines += ["", f"supernets against each other ({last}, {len(pairs)} pairs): Kendall tau between their {measure} "
+              f"{statistics.mean(pairs):.3f} on average (from {min(pairs):.3f} to {max(pairs):.3f})", "",
+              f"consensus of the {len(supernets)} supernets (each architecture's mean rank): Kendall tau " +
+              ", ".join(f"{tau_of(consensus, archs)[0]:.3f} on {g}" for g, archs in groups.items())]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    del argv
+    write_results(NAME.value, report(RESULTS.value, SETS.value, SUPERNETS.value, MEASURE.value))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -259,7 +259,8 @@ def main(argv):
     searched = {run_key(r, s): (r, s) for r in REWARD_LIST.value for s in SEEDS.value}
     archs = random_architectures(work_dir)
     recorded = recorded_random(RANDOM_RESULTS.value, archs) if RANDOM_RESULTS.value else {}
-    random, keys = random_keys(archs), {**searched, **random_keys(archs)}
+    random = random_keys(archs)
+    keys = {**searched, **random}
     # The random architectures train while the searches run; the latency measurement runs alone.
     run_pinned(search_jobs(work_dir, searched) + standalone_jobs(work_dir, {} if recorded else random), JOBS.value)
     measured = measure_latency(work_dir, keys)

@@ -1,7 +1,8 @@
 """mobiledets-search end to end on the tiny built-in dataset: the search runs, writes an ArchSpec that
 lies in the space with its predicted latency, logs its curves, resumes after SIGKILL with the
 controller's logits and baseline intact, learns from the configured reward (TuNAS' absolute or
-MnasNet's soft or hard), and rejects bad input with clear messages. The cost model
+MnasNet's soft or hard), trains the controller alone on the frozen supernet (`search.controller_steps`),
+and rejects bad input with clear messages; and the search benchmarks' report logic. The cost model
 here is fitted on synthetic latencies (real measurements: test_latency_data.py)."""
 import json
 import os

@@ -2,7 +2,7 @@
 architectures near a latency target, the standalone training of an architecture with a fixed recipe,
 and writing the report and reading its tables back.
 
-Imported by `reward_comparison.py` and `supernet_ranking.py` (no flags here, so both can).
+Imported by the search benchmarks and `ranking_reports.py` (no flags here, so all of them can).
 """
 import json
 import os

@@ -49,10 +49,10 @@ def mean_ranks(columns: List[List[float]]) -> List[float]:
 def load(results_dir: str, sets: List[str], supernets: List[str], measure: str):
     """(architecture names per set, ground truth per architecture, {supernet entry: score per architecture})."""
     names, truth, scores = {}, {}, {entry: {} for entry in supernets}
+    suffixes = {entry: entry.split(":", 1)[1] for entry in supernets}
     for stem in sets:
         for entry in supernets:
-            suffix = entry.split(":", 1)[1]
-            path = os.path.join(results_dir, f"{stem}{suffix}.md")
+            path = os.path.join(results_dir, f"{stem}{suffixes[entry]}.md")
             if not os.path.exists(path):
                 sys.exit(f"{path}: missing (--sets {stem}, --supernets {entry})")
             table = read_ranking_table(path)
@@ -60,7 +60,7 @@ def load(results_dir: str, sets: List[str], supernets: List[str], measure: str):
                 names[stem] = sorted(table.rows)
                 truth.update({a: statistics.mean(row.ap50) for a, row in table.rows.items()})
             if sorted(table.rows) != names[stem]:
-                sys.exit(f"{path}: other architectures than {stem}{supernets[0].split(':', 1)[1]}.md")
+                sys.exit(f"{path}: other architectures than {stem}{suffixes[supernets[0]]}.md")
             if any(measure not in row.scores for row in table.rows.values()):
                 sys.exit(f"{path}: no {measure} column")
             scores[entry].update({a: row.scores[measure] for a, row in table.rows.items()})
@@ -94,7 +94,7 @@ def report(results_dir: str, sets: List[str], supernets: List[str], measure: str
     for setting, taus in per_setting.items():
         spread = f"{statistics.stdev(taus):.3f}" if len(taus) > 1 else "-"
         lines.append(f"| {setting} | {len(taus)} | {statistics.mean(taus):.3f} | {spread} |")
-    every = [tau_of(scores[entry], groups[last])[0] for entry in supernets]
+    every = [tau for taus in per_setting.values() for tau in taus]
     lines.append(f"| all | {len(every)} | {statistics.mean(every):.3f} | {statistics.stdev(every):.3f} |")
     everything = groups[last]
     pairs = [kendall([scores[a][x] for x in everything], [scores[b][x] for x in everything])[0]

@@ -95,11 +95,24 @@ def architectures_near_target(path: str, config, target_ms: float, count: int, b
     return rows
 
 
+NOTES_HEADING = "## Notes"   # where the measured part of a report ends and what was written about it begins
+
+
 def write_results(name: str, text: str) -> None:
-    """Writes a benchmark's Markdown report to benchmarks/results/{name}.md and prints it."""
+    """Writes a benchmark's Markdown report to benchmarks/results/{name}.md and prints it. The notes of
+    the report it replaces (from its first `## Notes` heading to its end) are kept below the new text."""
     os.makedirs(RESULTS_DIR, exist_ok=True)
-    with open(os.path.join(RESULTS_DIR, f"{name}.md"), "w") as f:
-        f.write(text)
+    path = os.path.join(RESULTS_DIR, f"{name}.md")
+    notes = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            earlier = f.read()
+        start = earlier.find(f"\n{NOTES_HEADING}")
+        if start >= 0:
+            notes = "\n" + earlier[start + 1:]
+            print(f"{path}: kept the earlier report's notes (check they still hold)", file=sys.stderr)
+    with open(path, "w") as f:
+        f.write(text + notes)
     print(text)
 
 

@@ -13,6 +13,9 @@
     python benchmarks/supernet_ranking.py --target_ms=25 --ground_truth_only --work_dir=runs/recipe_4000 \
         --standalone_override=train.steps=4000,model.match_threshold=0.4,train.warmup_steps=200 \
         --name=standalone_recipe_4000
+    # a recorded ground truth and the zero-cost reference alone (nothing trained, no supernet; seconds):
+    python benchmarks/supernet_ranking.py --target_ms=25 --ground_truth_only --work_dir=runs/ranking_parameters \
+        --standalone_results=benchmarks/results/supernet_ranking.md --name=supernet_ranking_parameters
 
 Stages, each written into --work_dir and skipped when its result exists (an interrupted run resumes):
 1. **architectures**: --num_archs distinct random architectures of the space, all predicted within
@@ -33,7 +36,9 @@ Stages, each written into --work_dir and skipped when its result exists (an inte
    search's size: `search.validation_batch_multiple` x `train.batch_size` images, batch statistics)
    (WORK/oneshot.json; recomputed when a measure is missing);
 4. **report**: Kendall tau and Spearman rho between each one-shot measure and the mean standalone
-   AP50 of the seeds, the measure's tau against each seed's AP50 alone (averaged over the seeds),
+   AP50 of the seeds, and likewise for the zero-cost reference every report carries (`parameters`:
+   the trainable weights of each architecture's standalone detector, counted without any supernet:
+   what a one-shot measure has to beat to show the supernet adds anything), the measure's tau against each seed's AP50 alone (averaged over the seeds),
    and the seed-to-seed tau (averaged over the pairs of seeds: the ceiling a one-shot measure can
    reach against one seed); with three seeds or more also each seed's tau against the mean of the
    others (what one more standalone training reaches, scored as the measures are), and what the
@@ -110,6 +115,12 @@ def search_config():
     return load_config(CONFIG.value, SEARCH_OVERRIDE.value)
 
 
+def standalone_config():
+    """The config of every standalone training: --config with --standalone_override."""
+    from mobiledets_tf.config import load_config
+    return load_config(CONFIG.value, STANDALONE_OVERRIDE.value)
+
+
 def supernet_config():
     """The config the supernet was trained with (its model directory's config.yaml)."""
     from mobiledets_tf.config import load_config
@@ -160,6 +171,25 @@ def validation_loss(scored: Scored) -> float:
 
 MEASURES: Dict[str, Callable[[Scored], float]] = {
     SHIPPED_MEASURE: minibatch_quality, "pooled_quality": pooled_quality, "validation_loss": validation_loss}
+
+# The zero-cost reference every report ranks beside the one-shot measures: what a measure must beat to
+# show that the supernet adds anything to counting weights.
+PARAMETERS = "parameters"
+
+
+def parameter_counts(config, archs: List[Dict]) -> Dict[str, float]:
+    """{arch name: trainable parameters of its standalone detector, in millions} at `config`'s model
+    settings (classes, input size, depth multiplier): what standalone training trains. Needs no supernet."""
+    from mobiledets_tf.arch.registry import load_arch
+    from mobiledets_tf.keras import keras
+    from mobiledets_tf.models.detector import build_ssdlite_model
+    m, counts = config.model, {}
+    for arch in archs:
+        model = build_ssdlite_model(load_arch(arch["arch"]), m.num_classes, m.input_size, m.depth_multiplier,
+                                    m.min_depth)
+        counts[arch["name"]] = sum(int(w.shape.num_elements()) for w in model.trainable_weights) / 1e6
+        keras.backend.clear_session()
+    return counts
 
 
 def loss_batches(task, count: int) -> List:
@@ -286,8 +316,10 @@ def rank_correlations(x: Sequence[float], y: Sequence[float]):
     return float(stats.kendalltau(x, y).statistic), float(stats.spearmanr(x, y).statistic)
 
 
-def report(truth: GroundTruth, archs: List[Dict], scores: Optional[Dict], elapsed_min: float) -> str:
-    """The results file; `scores` None: the standalone ground truth alone (--ground_truth_only)."""
+def report(truth: GroundTruth, archs: List[Dict], scores: Optional[Dict], parameters: Dict[str, float],
+           elapsed_min: float) -> str:
+    """The results file; `scores` None: the standalone ground truth alone (--ground_truth_only);
+    `parameters` (`parameter_counts`): the zero-cost reference, ranked in either case."""
     from mobiledets_tf.benchmark.local import cpu_name, vector_extensions
     seeds, standalone = truth.seeds, truth.ap50
     measures = list(MEASURES) if scores else []
@@ -303,24 +335,29 @@ def report(truth: GroundTruth, archs: List[Dict], scores: Optional[Dict], elapse
              + f"{truth.recipe}, seeds {', '.join(seeds)}  ",
              f"CPU: {cpu_name()} ({os.cpu_count()} CPUs), vector extensions: {vector_extensions()}  ",
              f"wall time of this invocation: {elapsed_min:.0f} min", "",
-             f"{ARCHITECTURE_HEADER} " + "".join(f"{m} | " for m in measures) +
+             f"{ARCHITECTURE_HEADER} {PARAMETERS} | " + "".join(f"{m} | " for m in measures) +
              " | ".join(f"standalone AP50 seed {s}" for s in seeds) + " |",
-             "|---|---|" + "---|" * (len(measures) + len(seeds))]
+             "|---|---|---|" + "---|" * (len(measures) + len(seeds))]
     for arch in archs:
-        lines.append(f"| {arch['name']} | {arch['predicted_ms']:.2f} | " +
+        lines.append(f"| {arch['name']} | {arch['predicted_ms']:.2f} | {parameters[arch['name']]:.4f} | " +
                      "".join(f"{scores[arch['name']][m]:.4f} | " for m in measures) +
                      " | ".join(f"{v:.3f}" for v in standalone[arch["name"]]) + " |")
     lines += ["", "| ranking | Kendall tau | Spearman rho | Kendall tau against one seed (mean over seeds) |",
               "|---|---|---|---|"]
     by_seed = [[standalone[a["name"]][k] for a in archs] for k in range(len(seeds))]   # AP50 columns
     taus = {}
-    for measure in measures:
-        score = [scores[a["name"]][measure] for a in archs]
+
+    def ranking_row(label: str, score: List[float]) -> float:
         tau, rho = rank_correlations(score, mean_ap50)
-        taus[measure] = tau
         per_seed = statistics.mean(rank_correlations(score, column)[0] for column in by_seed)
-        lines.append(f"| {measure}{' (shipped)' if measure == SHIPPED_MEASURE else ''} | {tau:.3f} | {rho:.3f} | "
-                     f"{per_seed:.3f} |")
+        lines.append(f"| {label} | {tau:.3f} | {rho:.3f} | {per_seed:.3f} |")
+        return tau
+
+    for measure in measures:
+        taus[measure] = ranking_row(f"{measure}{' (shipped)' if measure == SHIPPED_MEASURE else ''}",
+                                    [scores[a["name"]][measure] for a in archs])
+    ranking_row(f"{PARAMETERS} (zero-cost reference: millions of trainable weights, no supernet)",
+                [parameters[a["name"]] for a in archs])
     if len(seeds) > 1:
         pairs = list(itertools.combinations(by_seed, 2))
         correlations = [rank_correlations(first, second) for first, second in pairs]
@@ -353,12 +390,10 @@ def main(argv):
     del argv
     if not shutil.which("taskset"):
         sys.exit("taskset (util-linux) is needed to pin each job to one CPU")
-    if GROUND_TRUTH_ONLY.value and len(STANDALONE_SEEDS.value) < 2:
+    if GROUND_TRUTH_ONLY.value and not STANDALONE_RESULTS.value and len(STANDALONE_SEEDS.value) < 2:
         sys.exit("--ground_truth_only needs two --standalone_seeds or more")
     if NUM_ARCHS.value < 3:
         sys.exit("--num_archs must be at least 3 for a rank correlation")
-    if GROUND_TRUTH_ONLY.value and STANDALONE_RESULTS.value:
-        sys.exit("--ground_truth_only reports standalone trainings; --standalone_results has no trainings to run")
     started, work_dir = time.time(), WORK_DIR.value
     archs = architectures(work_dir, search_config())
     recorded = recorded_ground_truth(STANDALONE_RESULTS.value, archs) if STANDALONE_RESULTS.value else None
@@ -368,7 +403,8 @@ def main(argv):
             *([] if recorded else standalone_jobs(work_dir, archs))]
     run_pinned([job for job in jobs if job], JOBS.value)
     scores = None if GROUND_TRUTH_ONLY.value else one_shot_scores(work_dir, supernet_config(), archs)
-    text = report(recorded or trained_ground_truth(work_dir, archs), archs, scores, (time.time() - started) / 60)
+    text = report(recorded or trained_ground_truth(work_dir, archs), archs, scores,
+                  parameter_counts(standalone_config(), archs), (time.time() - started) / 60)
     write_results(NAME.value, text)
 
 

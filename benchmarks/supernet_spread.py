@@ -9,8 +9,10 @@ benchmarks/results/{--name}.md: each supernet's tau (the search's measure agains
 standalone AP50 of the seeds) per set and over all sets together; the mean and standard deviation of
 those taus per setting; how alike the supernets rank the architectures (Kendall tau between their
 scores, over all pairs); and the tau of their consensus (the mean of each architecture's rank over
-the supernets), which is what a supernet without its own training noise would reach. Nothing is
-trained or scored here.
+the supernets), which is what a supernet without its own training noise would reach; beside them the
+zero-cost reference (`--reference`: the trainable-weight count of each architecture, from the reports
+`supernet_ranking.py --ground_truth_only --standalone_results=...` wrote for each set), the tau any
+one-shot measure has to beat. Nothing is trained or scored here.
 """
 import itertools
 import os
@@ -31,6 +33,8 @@ SUPERNETS = flags.DEFINE_list(
     "SETTING:SUFFIX of each supernet: its reports are {set}{SUFFIX}.md; supernets of one setting are summarised together.")
 RESULTS = flags.DEFINE_string("results_dir", RESULTS_DIR, "Where the reports are.")
 MEASURE = flags.DEFINE_string("measure", "minibatch_quality", "The one-shot measure compared (a column of the reports).")
+REFERENCE = flags.DEFINE_string("reference", "_parameters:parameters",
+                                "SUFFIX:COLUMN of the zero-cost reference ranked beside the supernets ('' for none).")
 NAME = flags.DEFINE_string("name", "supernet_spread", "Result file stem under benchmarks/results/.")
 
 
@@ -46,29 +50,35 @@ def mean_ranks(columns: List[List[float]]) -> List[float]:
     return [float(statistics.mean(values)) for values in zip(*ranks)]
 
 
-def load(results_dir: str, sets: List[str], supernets: List[str], measure: str):
-    """(architecture names per set, ground truth per architecture, {supernet entry: score per architecture})."""
-    names, truth, scores = {}, {}, {entry: {} for entry in supernets}
-    suffixes = {entry: entry.split(":", 1)[1] for entry in supernets}
+def load(results_dir: str, sets: List[str], columns: Dict[str, str]):
+    """(architecture names per set, ground truth per architecture, {entry: score per architecture}) for
+    `columns` {entry: the column read}, each entry SETTING:SUFFIX naming the reports {set}{SUFFIX}.md."""
+    names, truth, scores = {}, {}, {entry: {} for entry in columns}
+    suffixes = {entry: entry.split(":", 1)[1] for entry in columns}
+    first = next(iter(columns))
     for stem in sets:
-        for entry in supernets:
+        for entry, column in columns.items():
             path = os.path.join(results_dir, f"{stem}{suffixes[entry]}.md")
             if not os.path.exists(path):
-                sys.exit(f"{path}: missing (--sets {stem}, --supernets {entry})")
+                sys.exit(f"{path}: missing (--sets {stem}, entry {entry})")
             table = read_ranking_table(path)
             if stem not in names:
                 names[stem] = sorted(table.rows)
                 truth.update({a: statistics.mean(row.ap50) for a, row in table.rows.items()})
             if sorted(table.rows) != names[stem]:
-                sys.exit(f"{path}: other architectures than {stem}{suffixes[supernets[0]]}.md")
-            if any(measure not in row.scores for row in table.rows.values()):
-                sys.exit(f"{path}: no {measure} column")
-            scores[entry].update({a: row.scores[measure] for a, row in table.rows.items()})
+                sys.exit(f"{path}: other architectures than {stem}{suffixes[first]}.md")
+            if any(column not in row.scores for row in table.rows.values()):
+                sys.exit(f"{path}: no {column} column")
+            scores[entry].update({a: row.scores[column] for a, row in table.rows.items()})
     return names, truth, scores
 
 
-def report(results_dir: str, sets: List[str], supernets: List[str], measure: str) -> str:
-    names, truth, scores = load(results_dir, sets, supernets, measure)
+def report(results_dir: str, sets: List[str], supernets: List[str], measure: str, reference: str = "") -> str:
+    columns = {entry: measure for entry in supernets}
+    reference_entry = f"reference:{reference.rsplit(':', 1)[0]}" if reference else None
+    if reference_entry:
+        columns[reference_entry] = reference.rsplit(":", 1)[1]
+    names, truth, scores = load(results_dir, sets, columns)
     groups = {"both": [a for stem in sets for a in names[stem]]} if len(sets) > 1 else {}
     groups = {**{stem: names[stem] for stem in sets}, **groups}
 
@@ -104,12 +114,17 @@ def report(results_dir: str, sets: List[str], supernets: List[str], measure: str
               f"{statistics.mean(pairs):.3f} on average (from {min(pairs):.3f} to {max(pairs):.3f})", "",
               f"consensus of the {len(supernets)} supernets (each architecture's mean rank): Kendall tau " +
               ", ".join(f"{tau_of(consensus, archs)[0]:.3f} on {g}" for g, archs in groups.items())]
+    if reference_entry:
+        counted = scores[reference_entry]
+        lines += ["", f"zero-cost reference, no supernet (`{columns[reference_entry]}` of "
+                      f"`{{set}}{reference_entry.split(':', 1)[1]}.md`): Kendall tau " +
+                  ", ".join(f"{tau_of(counted, archs)[0]:.3f} on {g}" for g, archs in groups.items())]
     return "\n".join(lines) + "\n"
 
 
 def main(argv):
     del argv
-    write_results(NAME.value, report(RESULTS.value, SETS.value, SUPERNETS.value, MEASURE.value))
+    write_results(NAME.value, report(RESULTS.value, SETS.value, SUPERNETS.value, MEASURE.value, REFERENCE.value))
 
 
 if __name__ == "__main__":

@@ -315,6 +315,7 @@ def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
     from scipy import stats
 
     from mobiledets_tf.config import save_config
+    from mobiledets_tf.models.detector import SSDLiteDetector
     ranking = _benchmark("supernet_ranking")
     cost, space = CostModel.load(cost_model_path), load_space(space_path, "edgetpu")
     target = cost.expected(space, [np.full(len(d.choices), 1 / len(d.choices)) for d in space.decisions])
@@ -362,7 +363,14 @@ def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
             ap50[arch["name"], seed] = 0.1 * (k + 1) + (0.01 * k if seed == "1" else 0.0)
             with open(os.path.join(model_dir, "eval", "metrics.json"), "w") as f:
                 json.dump({"AP50": ap50[arch["name"], seed]}, f)
-    text = ranking.report(ranking.trained_ground_truth(str(work), archs), archs, scores, 1.0)
+    parameters = ranking.parameter_counts(config, archs)
+    for arch in archs:   # the trainable weights of the standalone detector standalone training builds
+        detector = SSDLiteDetector(load_arch(arch["arch"]), num_classes=config.model.num_classes,
+                                   input_size=config.model.input_size, depth_multiplier=config.model.depth_multiplier)
+        model = detector.float_model
+        assert parameters[arch["name"]] == pytest.approx(
+            (model.count_params() - sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)) / 1e6)
+    text = ranking.report(ranking.trained_ground_truth(str(work), archs), archs, scores, parameters, 1.0)
     shipped = [scores[a["name"]][ranking.SHIPPED_MEASURE] for a in archs]
     mean_ap50 = [(ap50[a["name"], "0"] + ap50[a["name"], "1"]) / 2 for a in archs]
     expected = stats.kendalltau(shipped, mean_ap50).statistic
@@ -371,9 +379,13 @@ def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
     per_seed = np.mean([stats.kendalltau(shipped, [ap50[a["name"], s] for a in archs]).statistic for s in ("0", "1")])
     rho = stats.spearmanr(shipped, mean_ap50).statistic
     assert f"| {ranking.SHIPPED_MEASURE} (shipped) | {expected:.3f} | {rho:.3f} | {per_seed:.3f} |" in text
+    counted = [parameters[a["name"]] for a in archs]
+    assert (f"| parameters (zero-cost reference: millions of trainable weights, no supernet) | "
+            f"{stats.kendalltau(counted, mean_ap50).statistic:.3f} | {stats.spearmanr(counted, mean_ap50).statistic:.3f} |"
+            in text)
     flags.FLAGS.search_override = ["train.steps=2"]   # not the shipped search: not called shipped defaults
     try:
-        text = ranking.report(ranking.trained_ground_truth(str(work), archs), archs, scores, 1.0)
+        text = ranking.report(ranking.trained_ground_truth(str(work), archs), archs, scores, parameters, 1.0)
     finally:
         flags.FLAGS.search_override = []
     assert text.rstrip().splitlines()[-1] == f"Kendall tau (the search measure of this supernet): {expected:.3f}"
@@ -386,7 +398,7 @@ def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
         with open(os.path.join(model_dir, "eval", "metrics.json"), "w") as f:
             json.dump({"AP50": ap50[arch["name"], "2"]}, f)
     flags.FLAGS.standalone_seeds = ["0", "1", "2"]
-    text = ranking.report(ranking.trained_ground_truth(str(work), archs), archs, scores, 1.0)
+    text = ranking.report(ranking.trained_ground_truth(str(work), archs), archs, scores, parameters, 1.0)
     held_out = [stats.kendalltau([ap50[a["name"], s] for a in archs],
                                  [np.mean([ap50[a["name"], o] for o in "012" if o != s]) for a in archs]).statistic
                 for s in "012"]
@@ -394,11 +406,14 @@ def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
     ceiling = ranking.ground_truth_ceiling([[ap50[a["name"], s] for s in "012"] for a in archs])
     assert (f"one training's by {ceiling.noise:.3f} around it" in text and
             f"noise-free measure at Kendall tau {ceiling.tau_mean:.2f} against the mean of 3 seeds" in text)
-    # --ground_truth_only: the same standalone rows and ceiling, no one-shot measure nor a tau claimed for one.
-    alone = ranking.report(ranking.trained_ground_truth(str(work), archs), archs, None, 1.0)
+    # --ground_truth_only: the same standalone rows, ceiling and zero-cost reference, no one-shot measure
+    # nor a tau claimed for one.
+    alone = ranking.report(ranking.trained_ground_truth(str(work), archs), archs, None, parameters, 1.0)
     assert "ground truth:" in alone and "pairwise, mean of 3 (the ceiling) |" in alone
     assert not any(measure in alone for measure in ranking.MEASURES) and "Kendall tau (" not in alone
-    assert f"| {archs[0]['name']} | {archs[0]['predicted_ms']:.2f} | {ap50[archs[0]['name'], '0']:.3f} |" in alone
+    name = archs[0]["name"]
+    assert f"| {name} | {archs[0]['predicted_ms']:.2f} | {parameters[name]:.4f} | {ap50[name, '0']:.3f} |" in alone
+    assert "| parameters (zero-cost reference" in alone
     # --standalone_results: a report's AP50 columns read back are the ground truth of another supernet's report.
     recorded_path = tmp_path / "recorded.md"
     recorded_path.write_text(text)
@@ -406,7 +421,9 @@ def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
     assert recorded.seeds == ["0", "1", "2"] and f"the AP50 columns of `{recorded_path}`" in recorded.recipe
     assert recorded.ap50 == {a["name"]: [round(ap50[a["name"], s], 3) for s in "012"] for a in archs}
     table = [line for line in text.splitlines() if line.startswith("|")]
-    assert [line for line in ranking.report(recorded, archs, scores, 1.0).splitlines() if line.startswith("|")] == table
+    assert [line for line in ranking.report(recorded, archs, scores, parameters, 1.0).splitlines()
+            if line.startswith("|")] == table
+    assert ranking.read_ranking_table(str(recorded_path)).rows[name].scores["parameters"] == round(parameters[name], 4)
     moved = [{**archs[0], "predicted_ms": archs[0]["predicted_ms"] + 0.1}]
     with pytest.raises(SystemExit, match=f"{archs[0]['name']} .* is predicted at .* there: it holds other"):
         ranking.recorded_ground_truth(str(recorded_path), moved)
@@ -505,6 +522,17 @@ def test_the_committed_searched_vs_random_report_holds_the_random_architectures_
     assert all(len(per_seed) == 3 for per_seed in recorded.values())
 
 
+def test_write_results_keeps_the_notes_of_the_report_it_replaces(tmp_path, monkeypatch):
+    jobs = _benchmark("pinned_jobs")
+    monkeypatch.setattr(jobs, "RESULTS_DIR", str(tmp_path))
+    jobs.write_results("report", "# first\n\n| a | 1 |\n")
+    assert (tmp_path / "report.md").read_text() == "# first\n\n| a | 1 |\n"   # no notes yet: the text alone
+    notes = "## Notes (today)\n\n- why the table says 1\n\n## More notes\n- later\n"
+    (tmp_path / "report.md").write_text("# first\n\n| a | 1 |\n\n" + notes)
+    jobs.write_results("report", "# second\n\n| a | 2 |\n")
+    assert (tmp_path / "report.md").read_text() == "# second\n\n| a | 2 |\n\n" + notes
+
+
 def test_supernet_spread_reads_each_supernets_report_and_ranks_their_consensus(tmp_path):
     from absl import flags
     from scipy import stats
@@ -514,18 +542,22 @@ def test_supernet_spread_reads_each_supernets_report_and_ranks_their_consensus(t
     ap50 = {a: rng.uniform(0.4, 0.7, 2).round(3).tolist() for names in archs.values() for a in names}
     quality = {suffix: {a: round(float(rng.uniform(0.0, 0.3)), 4) for a in ap50} for suffix in ("", "_b", "_c")}
 
-    def write(stem, suffix, names):
-        rows = [f"| {a} | 25.00 | {quality[suffix][a]:.4f} | {ap50[a][0]:.3f} | {ap50[a][1]:.3f} |" for a in names]
+    counted = {a: round(float(rng.uniform(1.0, 2.5)), 4) for a in ap50}   # the zero-cost reference's column
+
+    def write(stem, suffix, names, column="minibatch_quality", score=None):
+        score = score or quality[suffix]
+        rows = [f"| {a} | 25.00 | {score[a]:.4f} | {ap50[a][0]:.3f} | {ap50[a][1]:.3f} |" for a in names]
         (tmp_path / f"{stem}{suffix}.md").write_text("\n".join(
-            ["# report", "", "| architecture | predicted ms | minibatch_quality | standalone AP50 seed 0 | "
+            ["# report", "", f"| architecture | predicted ms | {column} | standalone AP50 seed 0 | "
              "standalone AP50 seed 1 |", "|---|---|---|---|---|", *rows, "", "Kendall tau (...): 0"]) + "\n")
 
     for stem, names in archs.items():
         for suffix in quality:
             write(stem, suffix, names)
+        write(stem, "_parameters", names, "parameters", counted)
     flags.FLAGS(["supernet_spread"])
     supernets = ["x:", "x:_b", "y:_c"]
-    text = spread.report(str(tmp_path), list(archs), supernets, "minibatch_quality")
+    text = spread.report(str(tmp_path), list(archs), supernets, "minibatch_quality", "_parameters:parameters")
     both = archs["first"] + archs["second"]
     truth = [np.mean(ap50[a]) for a in both]
 
@@ -544,6 +576,12 @@ def test_supernet_spread_reads_each_supernets_report_and_ranks_their_consensus(t
     pairs = [stats.kendalltau([quality[a][x] for x in both], [quality[b][x] for x in both]).statistic
              for a, b in [("", "_b"), ("", "_c"), ("_b", "_c")]]
     assert f"Kendall tau between their minibatch_quality {np.mean(pairs):.3f} on average" in text
+    assert (f"zero-cost reference, no supernet (`parameters` of `{{set}}_parameters.md`): Kendall tau "
+            f"{tau(counted, archs['first']):.3f} on first, {tau(counted, archs['second']):.3f} on second, "
+            f"{tau(counted, both):.3f} on both") in text
+    assert "zero-cost" not in spread.report(str(tmp_path), list(archs), supernets, "minibatch_quality")
+    with pytest.raises(SystemExit, match="no parameters column"):
+        spread.report(str(tmp_path), list(archs), supernets, "minibatch_quality", ":parameters")
     write("second", "_c", archs["first"])   # a report of other architectures
     with pytest.raises(SystemExit, match="other architectures than second.md"):
         spread.report(str(tmp_path), list(archs), supernets, "minibatch_quality")

@@ -12,7 +12,8 @@ scores, over all pairs); and the tau of their consensus (the mean of each archit
 the supernets), which is what a supernet without its own training noise would reach; beside them the
 zero-cost reference (`--reference`: the trainable-weight count of each architecture, from the reports
 `supernet_ranking.py --ground_truth_only --standalone_results=...` wrote for each set), the tau any
-one-shot measure has to beat. Nothing is trained or scored here.
+one-shot measure has to beat, how alike each supernet ranks to it, and the tau of each supernet's
+measure and the reference together (the mean of the two ranks). Nothing is trained or scored here.
 """
 import itertools
 import os
@@ -119,6 +120,20 @@ def report(results_dir: str, sets: List[str], supernets: List[str], measure: str
         lines += ["", f"zero-cost reference, no supernet (`{columns[reference_entry]}` of "
                       f"`{{set}}{reference_entry.split(':', 1)[1]}.md`): Kendall tau " +
                   ", ".join(f"{tau_of(counted, archs)[0]:.3f} on {g}" for g, archs in groups.items())]
+        against = [kendall([scores[e][x] for x in everything], [counted[x] for x in everything])[0] for e in supernets]
+        lines += ["", f"each supernet's {measure} against the zero-cost reference ({last}): Kendall tau "
+                      f"{statistics.mean(against):.3f} on average (from {min(against):.3f} to {max(against):.3f})"]
+
+        def with_reference(entry: str, archs: List[str]) -> Dict[str, float]:
+            return dict(zip(archs, mean_ranks([[scores[entry][x] for x in archs], [counted[x] for x in archs]])))
+
+        lines += ["", f"each supernet's {measure} and the zero-cost reference together (each architecture's mean rank of "
+                      "the two, within the set ranked), mean over the supernets: Kendall tau " +
+                  ", ".join(f"{statistics.mean(tau_of(with_reference(e, archs), archs)[0] for e in supernets):.3f} on {g}"
+                            for g, archs in groups.items()) +
+                  " (the supernets alone: " +
+                  ", ".join(f"{statistics.mean(tau_of(scores[e], archs)[0] for e in supernets):.3f}"
+                            for archs in groups.values()) + ")"]
     return "\n".join(lines) + "\n"
 
 

@@ -579,6 +579,20 @@ def test_supernet_spread_reads_each_supernets_report_and_ranks_their_consensus(t
     assert (f"zero-cost reference, no supernet (`parameters` of `{{set}}_parameters.md`): Kendall tau "
             f"{tau(counted, archs['first']):.3f} on first, {tau(counted, archs['second']):.3f} on second, "
             f"{tau(counted, both):.3f} on both") in text
+    against = [stats.kendalltau([quality[s][a] for a in both], [counted[a] for a in both]).statistic for s in quality]
+    assert (f"against the zero-cost reference (both): Kendall tau {np.mean(against):.3f} on average "
+            f"(from {min(against):.3f} to {max(against):.3f})") in text
+
+    def together(suffix, names):   # each architecture's mean rank of the measure and the reference
+        ranks = np.mean([stats.rankdata([quality[suffix][a] for a in names]), stats.rankdata([counted[a] for a in names])],
+                        axis=0)
+        return stats.kendalltau(ranks, [np.mean(ap50[a]) for a in names]).statistic
+
+    assert ("mean over the supernets: Kendall tau " +
+            ", ".join(f"{np.mean([together(s, names) for s in quality]):.3f} on {group}"
+                      for group, names in [("first", archs["first"]), ("second", archs["second"]), ("both", both)]) +
+            f" (the supernets alone: {np.mean([tau(quality[s], archs['first']) for s in quality]):.3f}, "
+            f"{np.mean([tau(quality[s], archs['second']) for s in quality]):.3f}, {np.mean(taus):.3f})") in text
     assert "zero-cost" not in spread.report(str(tmp_path), list(archs), supernets, "minibatch_quality")
     with pytest.raises(SystemExit, match="no parameters column"):
         spread.report(str(tmp_path), list(archs), supernets, "minibatch_quality", ":parameters")

@@ -50,6 +50,7 @@ Stages, each written into --work_dir and skipped when its result exists (an inte
 """
 import itertools
 import json
+import math
 import os
 import shutil
 import statistics
@@ -175,6 +176,8 @@ MEASURES: Dict[str, Callable[[Scored], float]] = {
 # The zero-cost reference every report ranks beside the one-shot measures: what a measure must beat to
 # show that the supernet adds anything to counting weights.
 PARAMETERS = "parameters"
+# The search's Q with `search.capacity_weight` w: the shipped measure + w ln(parameters in millions).
+CAPACITY_MEASURE = f"{SHIPPED_MEASURE} + capacity"
 
 
 def parameter_counts(config, archs: List[Dict]) -> Dict[str, float]:
@@ -317,12 +320,21 @@ def rank_correlations(x: Sequence[float], y: Sequence[float]):
 
 
 def report(truth: GroundTruth, archs: List[Dict], scores: Optional[Dict], parameters: Dict[str, float],
-           elapsed_min: float) -> str:
+           elapsed_min: float, capacity_weight: float = 0.0) -> str:
     """The results file; `scores` None: the standalone ground truth alone (--ground_truth_only);
-    `parameters` (`parameter_counts`): the zero-cost reference, ranked in either case."""
+    `parameters` (`parameter_counts`): the zero-cost reference, ranked in either case; `capacity_weight`:
+    the supernet's `search.capacity_weight`, whose search measure is then the shipped one plus that
+    weight x ln(parameters)."""
     from mobiledets_tf.benchmark.local import cpu_name, vector_extensions
     seeds, standalone = truth.seeds, truth.ap50
     measures = list(MEASURES) if scores else []
+    search_measure = SHIPPED_MEASURE
+    if scores and capacity_weight:
+        search_measure = CAPACITY_MEASURE
+        measures.append(search_measure)
+        scores = {name: value if name == "checkpoint" else
+                  {**value, search_measure: value[SHIPPED_MEASURE] + capacity_weight * math.log(parameters[name])}
+                  for name, value in scores.items()}
     mean_ap50 = [statistics.mean(standalone[a["name"]]) for a in archs]
     supernet = (f"supernet: search overrides `{','.join(SEARCH_OVERRIDE.value) or '-'}`, checkpoint "
                 f"`{scores['checkpoint']}`; " if scores else "")
@@ -354,7 +366,8 @@ def report(truth: GroundTruth, archs: List[Dict], scores: Optional[Dict], parame
         return tau
 
     for measure in measures:
-        taus[measure] = ranking_row(f"{measure}{' (shipped)' if measure == SHIPPED_MEASURE else ''}",
+        label = {SHIPPED_MEASURE: " (shipped)", CAPACITY_MEASURE: f" (the search's Q, w {capacity_weight:g})"}
+        taus[measure] = ranking_row(f"{measure}{label.get(measure, '')}",
                                     [scores[a["name"]][measure] for a in archs])
     ranking_row(f"{PARAMETERS} (zero-cost reference: millions of trainable weights, no supernet)",
                 [parameters[a["name"]] for a in archs])
@@ -382,7 +395,7 @@ def report(truth: GroundTruth, archs: List[Dict], scores: Optional[Dict], parame
     if scores:
         shipped = not SEARCH_OVERRIDE.value and os.path.abspath(CONFIG.value) == QUICKSTART_SEARCH
         lines += ["", f"Kendall tau ({'shipped defaults' if shipped else 'the search measure of this supernet'}): "
-                      f"{taus[SHIPPED_MEASURE]:.3f}"]
+                      f"{taus[search_measure]:.3f}"]
     return "\n".join(lines) + "\n"
 
 
@@ -404,7 +417,8 @@ def main(argv):
     run_pinned([job for job in jobs if job], JOBS.value)
     scores = None if GROUND_TRUTH_ONLY.value else one_shot_scores(work_dir, supernet_config(), archs)
     text = report(recorded or trained_ground_truth(work_dir, archs), archs, scores,
-                  parameter_counts(standalone_config(), archs), (time.time() - started) / 60)
+                  parameter_counts(standalone_config(), archs), (time.time() - started) / 60,
+                  supernet_config().search.capacity_weight if scores else 0.0)
     write_results(NAME.value, text)
 
 

@@ -13,13 +13,16 @@ the supernets), which is what a supernet without its own training noise would re
 zero-cost reference (`--reference`: the trainable-weight count of each architecture, from the reports
 `supernet_ranking.py --ground_truth_only --standalone_results=...` wrote for each set), the tau any
 one-shot measure has to beat, how alike each supernet ranks to it, and the tau of each supernet's
-measure and the reference together (the mean of the two ranks). Nothing is trained or scored here.
+measure and the reference together (the mean of the two ranks), and of the search's Q with a capacity
+term (`--capacity_weights`: measure + w ln(reference), as `search.capacity_weight` w adds it). Nothing is
+trained or scored here.
 """
 import itertools
+import math
 import os
 import statistics
 import sys
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 from absl import app, flags
 
@@ -34,6 +37,10 @@ SUPERNETS = flags.DEFINE_list(
     "SETTING:SUFFIX of each supernet: its reports are {set}{SUFFIX}.md; supernets of one setting are summarised together.")
 RESULTS = flags.DEFINE_string("results_dir", RESULTS_DIR, "Where the reports are.")
 MEASURE = flags.DEFINE_string("measure", "minibatch_quality", "The one-shot measure compared (a column of the reports).")
+CAPACITY_WEIGHTS = flags.DEFINE_list(
+    "capacity_weights", ["0.02", "0.05", "0.08", "0.12", "0.2", "0.5"],
+    "Weights w of the capacity term the search can add to Q (search.capacity_weight): each supernet's measure + "
+    "w ln(reference) is ranked (needs --reference).")
 REFERENCE = flags.DEFINE_string("reference", "_parameters:parameters",
                                 "SUFFIX:COLUMN of the zero-cost reference ranked beside the supernets ('' for none).")
 NAME = flags.DEFINE_string("name", "supernet_spread", "Result file stem under benchmarks/results/.")
@@ -74,7 +81,8 @@ def load(results_dir: str, sets: List[str], columns: Dict[str, str]):
     return names, truth, scores
 
 
-def report(results_dir: str, sets: List[str], supernets: List[str], measure: str, reference: str = "") -> str:
+def report(results_dir: str, sets: List[str], supernets: List[str], measure: str, reference: str = "",
+           capacity_weights: Sequence[float] = ()) -> str:
     columns = {entry: measure for entry in supernets}
     reference_entry = f"reference:{reference.rsplit(':', 1)[0]}" if reference else None
     if reference_entry:
@@ -134,12 +142,25 @@ def report(results_dir: str, sets: List[str], supernets: List[str], measure: str
                   " (the supernets alone: " +
                   ", ".join(f"{statistics.mean(tau_of(scores[e], archs)[0] for e in supernets):.3f}"
                             for archs in groups.values()) + ")"]
+        if capacity_weights:
+            lines += ["", f"the search's Q with `search.capacity_weight` w: {measure} + w ln({columns[reference_entry]}), "
+                          "Kendall tau over the supernets: mean (lowest to highest)", "",
+                      "| w | " + " | ".join(f"{g} ({len(a)})" for g, a in groups.items()) + " |",
+                      "|---|" + "---|" * len(groups)]
+            for weight in [0.0, *capacity_weights]:
+                cells = []
+                for archs in groups.values():
+                    taus = [tau_of({x: scores[e][x] + weight * math.log(counted[x]) for x in archs}, archs)[0]
+                            for e in supernets]
+                    cells.append(f"{statistics.mean(taus):.3f} ({min(taus):.3f} to {max(taus):.3f})")
+                lines.append(f"| {weight:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv):
     del argv
-    write_results(NAME.value, report(RESULTS.value, SETS.value, SUPERNETS.value, MEASURE.value, REFERENCE.value))
+    write_results(NAME.value, report(RESULTS.value, SETS.value, SUPERNETS.value, MEASURE.value, REFERENCE.value,
+                                     [float(w) for w in CAPACITY_WEIGHTS.value]))
 
 
 if __name__ == "__main__":

@@ -112,6 +112,7 @@ class SearchConfig(base_config.Config):
     reward_beta: float = -0.10           # absolute: R = Q + beta * |T / T0 - 1|
     reward_exponent: float = -0.07       # mnas_soft: R = Q * (T / T0) ** w
     quality_metric: str = "AP50"         # Q: AP50 or AP of the validation mini-batch (COCO, 0..1)
+    capacity_weight: float = 0.0         # absolute reward: Q + this x ln(trainable parameters in millions)
     validation_batch_multiple: int = 4   # validation mini-batch = this x the training batch
     quality_max_detections: int = 0      # detections per image scored for Q (0: eval.max_detections)
     rl_learning_rate: float = 3e-4       # controller Adam learning rate per 256 training images
@@ -145,7 +146,8 @@ _POSITIVE = ("model.input_size", "model.num_classes", "model.depth_multiplier", 
              "train.steps", "train.checkpoint_every", "train.log_every", "eval.batch_size",
              "data.max_boxes", "data.builtin.num_train", "data.builtin.num_val",
              "search.validation_batch_multiple", "search.rl_boost", "search.baseline_momentum")
-_NON_NEGATIVE = ("search.quality_max_detections", "search.controller_steps", "train.qat_range_batches")
+_NON_NEGATIVE = ("search.quality_max_detections", "search.controller_steps", "search.capacity_weight",
+                 "train.qat_range_batches")
 _NEGATIVE = ("search.reward_beta", "search.reward_exponent")   # a penalty on being slow
 _FRACTION = ("model.match_threshold",)
 

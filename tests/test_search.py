@@ -19,6 +19,7 @@ import tensorflow as tf
 from conftest import run_binary, tiny_config_yaml
 from mobiledets_tf.arch import load_arch
 from mobiledets_tf.config import load_config
+from mobiledets_tf.models.detector import SSDLiteDetector
 from mobiledets_tf.search import tunas
 from mobiledets_tf.search.cost_model import CostModel, fit
 from mobiledets_tf.search.search_task import SearchTask
@@ -156,7 +157,20 @@ def test_each_reward_is_what_the_controller_learns_from(tiny_data_dir, space_pat
         step = loop.search_step(train, validation)   # one replica: one architecture per step
         assert step["quality"] == 0.5
         assert step["reward"] == pytest.approx(formula(step["cost_ms"]), rel=1e-9)
-        assert int(loop.controller.updates.numpy()) == updates
+        assert int(loop.controller.updates.numpy()) == updates and step["capacity"] == 0.0
+    # search.capacity_weight: Q + weight x ln(the sampled architecture's trainable parameters in millions).
+    config.search.capacity_weight = 0.05
+    (sample,), _, _ = loop._sample(loop.step)
+    step = loop.search_step(train, validation)
+    arch = task.space.to_arch_spec(sample)
+    standalone = SSDLiteDetector(arch, num_classes=config.model.num_classes, input_size=config.model.input_size,
+                                 depth_multiplier=config.model.depth_multiplier).model
+    capacity = 0.05 * np.log(sum(w.shape.num_elements() for w in standalone.trainable_weights) / 1e6)
+    assert step["capacity"] == pytest.approx(capacity, rel=1e-9)
+    assert step["reward"] == pytest.approx(0.5 + capacity - 0.10 * abs(step["cost_ms"] / 30 - 1), rel=1e-9)
+    config.search.reward = "mnas_soft"   # a multiplied Q must stay positive: refused
+    with pytest.raises(ValueError, match="capacity_weight .* use it with search.reward=absolute"):
+        tunas.SearchLoop(task, CostModel.load(cost_model_path), str(tmp_path / "other"))
 
 
 def _model_weights(checkpoint_path):
@@ -315,7 +329,6 @@ def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
     from scipy import stats
 
     from mobiledets_tf.config import save_config
-    from mobiledets_tf.models.detector import SSDLiteDetector
     ranking = _benchmark("supernet_ranking")
     cost, space = CostModel.load(cost_model_path), load_space(space_path, "edgetpu")
     target = cost.expected(space, [np.full(len(d.choices), 1 / len(d.choices)) for d in space.decisions])
@@ -380,6 +393,12 @@ def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
     rho = stats.spearmanr(shipped, mean_ap50).statistic
     assert f"| {ranking.SHIPPED_MEASURE} (shipped) | {expected:.3f} | {rho:.3f} | {per_seed:.3f} |" in text
     counted = [parameters[a["name"]] for a in archs]
+    # A supernet searched with search.capacity_weight: its search measure is Q + w ln(parameters).
+    weighted = ranking.report(ranking.trained_ground_truth(str(work), archs), archs, scores, parameters, 1.0, 0.1)
+    with_capacity = [q + 0.1 * np.log(p) for q, p in zip(shipped, counted)]
+    assert weighted.rstrip().splitlines()[-1].endswith(f": {stats.kendalltau(with_capacity, mean_ap50).statistic:.3f}")
+    assert f"| minibatch_quality + capacity (the search's Q, w 0.1) | " in weighted
+    assert f" | {with_capacity[0]:.4f} | " in weighted.split(archs[0]["name"], 1)[1].splitlines()[0]
     assert (f"| parameters (zero-cost reference: millions of trainable weights, no supernet) | "
             f"{stats.kendalltau(counted, mean_ap50).statistic:.3f} | {stats.spearmanr(counted, mean_ap50).statistic:.3f} |"
             in text)
@@ -594,6 +613,14 @@ def test_supernet_spread_reads_each_supernets_report_and_ranks_their_consensus(t
             f" (the supernets alone: {np.mean([tau(quality[s], archs['first']) for s in quality]):.3f}, "
             f"{np.mean([tau(quality[s], archs['second']) for s in quality]):.3f}, {np.mean(taus):.3f})") in text
     assert "zero-cost" not in spread.report(str(tmp_path), list(archs), supernets, "minibatch_quality")
+    # The search's Q with a capacity term, as search.capacity_weight adds it: measure + w ln(reference).
+    weighted = spread.report(str(tmp_path), list(archs), supernets, "minibatch_quality", "_parameters:parameters", [0.1])
+    cells = []
+    for names in (archs["first"], archs["second"], both):
+        taus_w = [tau({a: quality[s][a] + 0.1 * np.log(counted[a]) for a in names}, names) for s in quality]
+        cells.append(f"{np.mean(taus_w):.3f} ({min(taus_w):.3f} to {max(taus_w):.3f})")
+    assert "| 0.1 | " + " | ".join(cells) + " |" in weighted
+    assert f"| 0 | {np.mean([tau(quality[s], archs['first']) for s in quality]):.3f} (" in weighted
     with pytest.raises(SystemExit, match="no parameters column"):
         spread.report(str(tmp_path), list(archs), supernets, "minibatch_quality", ":parameters")
     write("second", "_c", archs["first"])   # a report of other architectures

@@ -85,6 +85,7 @@ def _check_against_standalone(supernet, indices, images):
         np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(float(tf.add_n(supernet.model.losses)),
                                float(tf.add_n(detector.model.losses)), rtol=1e-5)
+    assert supernet.parameter_count(indices) == sum(w.shape.num_elements() for w in detector.model.trainable_weights)
 
     variables = supernet.trainable_variables
     gradients = {v.ref(): g for v, g in zip(variables, tape.gradient(loss, variables))}

@@ -40,7 +40,7 @@ from mobiledets_tf.models.detector import SSDLiteDetector
 from mobiledets_tf.models.ssdlite_head import wire_box_predictor, wire_extra_layers
 from mobiledets_tf.search.choices import Layer, OpChoice, SearchSpaceError, mixed_radix
 from mobiledets_tf.search.space import INPUT_CHANNELS, SearchSpace
-from mobiledets_tf.search.weight_sharing import OpFamily, UsedWeights
+from mobiledets_tf.search.weight_sharing import OpFamily, UsedWeights, used_size
 
 HEAD_ENDPOINTS = ("C4", "C5")
 WARMUP = -1  # an op choice that runs every op of the layer and averages them (TuNAS op warmup)
@@ -247,12 +247,26 @@ class Supernet:
                                                    max_scale=anchor_max_scale)
         with defaults.l2_weight(l2_weight):
             self.model = SupernetModel(space, num_classes, input_size, depth_multiplier, min_depth)
+        self._head_size, self._block_sizes = None, {}   # parameter_count's memo
         num_predictions = self.model.head.outputs[0].shape[1]
         if num_predictions != len(self.anchors):
             raise AssertionError(f"{num_predictions} predictions but {len(self.anchors)} anchors")
 
     def __call__(self, images, choices):
         return self.model(images, choices)
+
+    def parameter_count(self, indices: Sequence[int]) -> int:
+        """Trainable weights of the standalone detector of `indices`: the slices its ops use (as
+        `standalone_from_supernet` copies them) and the head. From shapes alone, memoised per layer."""
+        if self._head_size is None:
+            self._head_size = used_size([(v, ()) for v in self.model.head.trainable_weights])
+        total = self._head_size
+        for block in self.model.blocks:
+            key = (block.name, block.configuration(indices))
+            if key not in self._block_sizes:
+                self._block_sizes[key] = used_size(block.used_weights(*key[1]))
+            total += self._block_sizes[key]
+        return total
 
     @property
     def trainable_variables(self) -> List[tf.Variable]:

@@ -82,6 +82,9 @@ class SearchLoop:
         s = self.config.search
         if s.target_ms <= 0:
             raise ValueError(f"search.target_ms must be a positive latency in ms, got {s.target_ms}")
+        if s.capacity_weight and s.reward != "absolute":
+            raise ValueError(f"search.capacity_weight adds to Q, which the {s.reward} reward multiplies (Q must "
+                             "stay positive there): use it with search.reward=absolute")
         self.model_dir = model_dir
         rl_rate = s.rl_learning_rate * self.config.train.batch_size / RL_BATCH_IMAGES
         self.controller = Controller(self.space, learning_rate=rl_rate, baseline_momentum=s.baseline_momentum)
@@ -152,6 +155,13 @@ class SearchLoop:
         self.controller_steps_done.assign_add(1)
         return scores
 
+    def capacity(self, indices) -> float:
+        """The capacity term added to Q: `search.capacity_weight` x ln(the architecture's trainable
+        parameters in millions). At one latency, standalone AP50 rises with the parameter count while
+        the supernet's Q barely follows it (benchmarks/results/supernet_spread.md)."""
+        weight = self.config.search.capacity_weight
+        return weight * math.log(self.task.detector.parameter_count(indices) / 1e6) if weight else 0.0
+
     def _score_and_learn(self, samples, choices, warm, validation_batch, learning_rate: float) -> Dict[str, float]:
         """Q, cost and reward of each replica's architecture on its share of the validation mini-batch;
         then the controller's update from the non-warmup samples when the learning rate is positive."""
@@ -159,19 +169,22 @@ class SearchLoop:
         images, groundtruth = validation_batch
         detections = self.task.detect_fn()(images, choices)
         local = self.task.strategy.experimental_local_results
-        qualities, costs, rewards = [], [], []
+        qualities, capacities, costs, rewards = [], [], [], []
         for r, (gt, det) in enumerate(zip(local(groundtruth), local(detections))):
             quality = minibatch_quality(gt, det, self.label_map, s.quality_metric)
+            capacity = self.capacity(samples[r])
             cost = self.predicted_ms(samples[r])
             qualities.append(quality)
+            capacities.append(capacity)
             costs.append(cost)
-            rewards.append(reward(s.reward, quality, cost, s.target_ms, s.reward_beta, s.reward_exponent))
+            rewards.append(reward(s.reward, quality + capacity, cost, s.target_ms, s.reward_beta, s.reward_exponent))
         learn = [r for r in range(len(samples)) if not warm[r]]
         update = {}
         if learning_rate > 0 and learn:
             update = self.controller.update([samples[r] for r in learn], [rewards[r] for r in learn],
                                             learning_rate)
-        return {"quality": float(np.mean(qualities)), "cost_ms": float(np.mean(costs)),
+        return {"quality": float(np.mean(qualities)), "capacity": float(np.mean(capacities)),
+                "cost_ms": float(np.mean(costs)),
                 "reward": float(np.mean(rewards)), "rl_learning_rate": learning_rate, **update}
 
     # The loop ----------------------------------------------------------------------------------
@@ -213,8 +226,10 @@ class SearchLoop:
         rate = (step - start_step) / max(time.time() - start_time, 1e-9)
         expected, entropy = self.expected_ms(), self.controller.entropy()
         loss = f"loss {means['total_loss']:.4f}" if "total_loss" in means else "controller only"
-        logging.info("step %d/%d  %s  Q %.3f  cost %.2f ms (expected %.2f, target %.2f)  reward %.4f  "
-                     "entropy %.2f  %.2f steps/s  ETA %s", step, total, loss, means["quality"],
+        quality = f"Q {means['quality']:.3f}" + (f" + capacity {means['capacity']:.3f}"
+                                                   if self.config.search.capacity_weight else "")
+        logging.info("step %d/%d  %s  %s  cost %.2f ms (expected %.2f, target %.2f)  reward %.4f  "
+                     "entropy %.2f  %.2f steps/s  ETA %s", step, total, loss, quality,
                      means["cost_ms"], expected, self.config.search.target_ms, means["reward"], entropy,
                      rate, format_duration((total - step) / max(rate, 1e-9)))
         with self.writer.as_default():

@@ -35,6 +35,16 @@ from mobiledets_tf.search.choices import OpChoice
 UsedWeights = List[Tuple[tf.Variable, Tuple[slice, ...]]]
 
 
+def used_size(used: UsedWeights) -> int:
+    """How many weights the (variable, index) parts hold (from the shapes alone, no TensorFlow op)."""
+    total = 0
+    for var, index in used:
+        shape = var.shape.as_list()
+        total += int(np.prod([len(range(*part.indices(dim))) for part, dim in zip(index, shape)] +
+                             shape[len(index):]))
+    return total
+
+
 def _first(n: int) -> slice:
     return slice(0, n)
 

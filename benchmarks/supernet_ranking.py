@@ -37,8 +37,10 @@ Stages, each written into --work_dir and skipped when its result exists (an inte
    (WORK/oneshot.json; recomputed when a measure is missing);
 4. **report**: Kendall tau and Spearman rho between each one-shot measure and the mean standalone
    AP50 of the seeds, and likewise for the zero-cost reference every report carries (`parameters`:
-   the trainable weights of each architecture's standalone detector, counted without any supernet:
-   what a one-shot measure has to beat to show the supernet adds anything), the measure's tau against each seed's AP50 alone (averaged over the seeds),
+   the trainable weights of each architecture's standalone detector, counted without training or
+   scoring anything: what a one-shot measure has to beat to show the supernet adds anything; with a
+   supernet searched with `search.capacity_weight`, also its search measure, Q plus that weight x
+   ln(parameters)), the measure's tau against each seed's AP50 alone (averaged over the seeds),
    and the seed-to-seed tau (averaged over the pairs of seeds: the ceiling a one-shot measure can
    reach against one seed); with three seeds or more also each seed's tau against the mean of the
    others (what one more standalone training reaches, scored as the measures are), and what the
@@ -182,17 +184,13 @@ CAPACITY_MEASURE = f"{SHIPPED_MEASURE} + capacity"
 
 def parameter_counts(config, archs: List[Dict]) -> Dict[str, float]:
     """{arch name: trainable parameters of its standalone detector, in millions} at `config`'s model
-    settings (classes, input size, depth multiplier): what standalone training trains. Needs no supernet."""
-    from mobiledets_tf.arch.registry import load_arch
-    from mobiledets_tf.keras import keras
-    from mobiledets_tf.models.detector import build_ssdlite_model
-    m, counts = config.model, {}
-    for arch in archs:
-        model = build_ssdlite_model(load_arch(arch["arch"]), m.num_classes, m.input_size, m.depth_multiplier,
-                                    m.min_depth)
-        counts[arch["name"]] = sum(int(w.shape.num_elements()) for w in model.trainable_weights) / 1e6
-        keras.backend.clear_session()
-    return counts
+    settings: what standalone training trains, counted as the search's capacity term counts it
+    (`Supernet.parameter_count`, from weight shapes; no supernet weights are read)."""
+    from mobiledets_tf.search.search_task import search_space_of
+    from mobiledets_tf.search.supernet import Supernet
+    m = config.model
+    supernet = Supernet(search_space_of(config), m.num_classes, m.input_size, m.depth_multiplier, m.min_depth)
+    return {arch["name"]: supernet.parameter_count(arch["indices"]) / 1e6 for arch in archs}
 
 
 def loss_batches(task, count: int) -> List:

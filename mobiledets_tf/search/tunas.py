@@ -9,7 +9,8 @@ Each step (reference section 8):
 3. after the update, detections of each replica's architecture on its share of a validation
    mini-batch, scored with COCO AP50 (or AP): the quality Q;
 4. the reward (`search.reward`, `rewards.py`): by default `Q + beta * |T/T0 - 1|` with T the cost
-   model's latency of the architecture, or MnasNet's `Q * (T/T0)^w`;
+   model's latency of the architecture, or MnasNet's `Q * (T/T0)^w`; with `search.capacity_weight` c
+   (absolute reward only) Q gains `c * ln(trainable parameters in millions)` of the architecture;
 5. once the RL delay is over, one REINFORCE update of the controller from the non-warmup samples.
 After these `train.steps`, `search.controller_steps` more steps (default 0) train the controller alone
 on the frozen supernet: steps 1, 3, 4 and 5 without the weight update, at an RL learning rate rising

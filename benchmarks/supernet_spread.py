@@ -84,9 +84,10 @@ def load(results_dir: str, sets: List[str], columns: Dict[str, str]):
 def report(results_dir: str, sets: List[str], supernets: List[str], measure: str, reference: str = "",
            capacity_weights: Sequence[float] = ()) -> str:
     columns = {entry: measure for entry in supernets}
-    reference_entry = f"reference:{reference.rsplit(':', 1)[0]}" if reference else None
+    reference_suffix, reference_column = reference.rsplit(":", 1) if reference else ("", "")
+    reference_entry = f"reference:{reference_suffix}" if reference else None
     if reference_entry:
-        columns[reference_entry] = reference.rsplit(":", 1)[1]
+        columns[reference_entry] = reference_column
     names, truth, scores = load(results_dir, sets, columns)
     groups = {"both": [a for stem in sets for a in names[stem]]} if len(sets) > 1 else {}
     groups = {**{stem: names[stem] for stem in sets}, **groups}
@@ -125,8 +126,8 @@ def report(results_dir: str, sets: List[str], supernets: List[str], measure: str
               ", ".join(f"{tau_of(consensus, archs)[0]:.3f} on {g}" for g, archs in groups.items())]
     if reference_entry:
         counted = scores[reference_entry]
-        lines += ["", f"zero-cost reference, no supernet (`{columns[reference_entry]}` of "
-                      f"`{{set}}{reference_entry.split(':', 1)[1]}.md`): Kendall tau " +
+        lines += ["", f"zero-cost reference, no supernet (`{reference_column}` of `{{set}}{reference_suffix}.md`): "
+                      "Kendall tau " +
                   ", ".join(f"{tau_of(counted, archs)[0]:.3f} on {g}" for g, archs in groups.items())]
         against = [kendall([scores[e][x] for x in everything], [counted[x] for x in everything])[0] for e in supernets]
         lines += ["", f"each supernet's {measure} against the zero-cost reference ({last}): Kendall tau "
@@ -143,7 +144,7 @@ def report(results_dir: str, sets: List[str], supernets: List[str], measure: str
                   ", ".join(f"{statistics.mean(tau_of(scores[e], archs)[0] for e in supernets):.3f}"
                             for archs in groups.values()) + ")"]
         if capacity_weights:
-            lines += ["", f"the search's Q with `search.capacity_weight` w: {measure} + w ln({columns[reference_entry]}), "
+            lines += ["", f"the search's Q with `search.capacity_weight` w: {measure} + w ln({reference_column}), "
                           "Kendall tau over the supernets: mean (lowest to highest)", "",
                       "| w | " + " | ".join(f"{g} ({len(a)})" for g, a in groups.items()) + " |",
                       "|---|" + "---|" * len(groups)]

@@ -52,7 +52,6 @@ Stages, each written into --work_dir and skipped when its result exists (an inte
 """
 import itertools
 import json
-import math
 import os
 import shutil
 import statistics
@@ -324,6 +323,7 @@ def report(truth: GroundTruth, archs: List[Dict], scores: Optional[Dict], parame
     the supernet's `search.capacity_weight`, whose search measure is then the shipped one plus that
     weight x ln(parameters)."""
     from mobiledets_tf.benchmark.local import cpu_name, vector_extensions
+    from mobiledets_tf.search.rewards import capacity_term
     seeds, standalone = truth.seeds, truth.ap50
     measures = list(MEASURES) if scores else []
     search_measure = SHIPPED_MEASURE
@@ -331,7 +331,7 @@ def report(truth: GroundTruth, archs: List[Dict], scores: Optional[Dict], parame
         search_measure = CAPACITY_MEASURE
         measures.append(search_measure)
         scores = {name: value if name == "checkpoint" else
-                  {**value, search_measure: value[SHIPPED_MEASURE] + capacity_weight * math.log(parameters[name])}
+                  {**value, search_measure: value[SHIPPED_MEASURE] + capacity_term(capacity_weight, parameters[name])}
                   for name, value in scores.items()}
     mean_ap50 = [statistics.mean(standalone[a["name"]]) for a in archs]
     supernet = (f"supernet: search overrides `{','.join(SEARCH_OVERRIDE.value) or '-'}`, checkpoint "

@@ -18,7 +18,6 @@ term (`--capacity_weights`: measure + w ln(reference), as `search.capacity_weigh
 trained or scored here.
 """
 import itertools
-import math
 import os
 import statistics
 import sys
@@ -144,6 +143,7 @@ def report(results_dir: str, sets: List[str], supernets: List[str], measure: str
                   ", ".join(f"{statistics.mean(tau_of(scores[e], archs)[0] for e in supernets):.3f}"
                             for archs in groups.values()) + ")"]
         if capacity_weights:
+            from mobiledets_tf.search.rewards import capacity_term
             lines += ["", f"the search's Q with `search.capacity_weight` w: {measure} + w ln({reference_column}), "
                           "Kendall tau over the supernets: mean (lowest to highest)", "",
                       "| w | " + " | ".join(f"{g} ({len(a)})" for g, a in groups.items()) + " |",
@@ -151,7 +151,7 @@ def report(results_dir: str, sets: List[str], supernets: List[str], measure: str
             for weight in [0.0, *capacity_weights]:
                 cells = []
                 for archs in groups.values():
-                    taus = [tau_of({x: scores[e][x] + weight * math.log(counted[x]) for x in archs}, archs)[0]
+                    taus = [tau_of({x: scores[e][x] + capacity_term(weight, counted[x]) for x in archs}, archs)[0]
                             for e in supernets]
                     cells.append(f"{statistics.mean(taus):.3f} ({min(taus):.3f} to {max(taus):.3f})")
                 lines.append(f"| {weight:g} | " + " | ".join(cells) + " |")

@@ -11,8 +11,17 @@
   on Q alone, one over it is scaled down by T0 / T.
 The multiplicative rewards need Q > 0 to steer: with Q = 0 every architecture scores 0.
 """
+import math
+
 REWARDS = ("absolute", "mnas_soft", "mnas_hard")
 MNAS_HARD_EXPONENT = -1.0     # MnasNet's hard constraint: (alpha, beta) = (0, -1)
+
+
+def capacity_term(weight: float, parameters_millions: float) -> float:
+    """What `search.capacity_weight` adds to Q: weight x ln(trainable parameters in millions). At one
+    latency, standalone AP50 rises with the parameter count while the supernet's Q barely follows it
+    (benchmarks/results/supernet_spread.md)."""
+    return weight * math.log(parameters_millions) if weight else 0.0
 
 
 def reward(kind: str, quality: float, latency_ms: float, target_ms: float, beta: float = -0.10,

@@ -38,7 +38,7 @@ from mobiledets_tf.evaluation.coco_metrics import DetectionEvaluator
 from mobiledets_tf.fileio import write_text_atomically
 from mobiledets_tf.search.controller import Controller, rl_learning_rate, warmup_probability
 from mobiledets_tf.search.cost_model import CostModel
-from mobiledets_tf.search.rewards import reward
+from mobiledets_tf.search.rewards import capacity_term, reward
 from mobiledets_tf.search.search_task import SearchTask
 from mobiledets_tf.training.loop import TrainingDivergedError, format_duration
 
@@ -157,11 +157,9 @@ class SearchLoop:
         return scores
 
     def capacity(self, indices) -> float:
-        """The capacity term added to Q: `search.capacity_weight` x ln(the architecture's trainable
-        parameters in millions). At one latency, standalone AP50 rises with the parameter count while
-        the supernet's Q barely follows it (benchmarks/results/supernet_spread.md)."""
+        """The capacity term added to the architecture's Q (`rewards.capacity_term`)."""
         weight = self.config.search.capacity_weight
-        return weight * math.log(self.task.detector.parameter_count(indices) / 1e6) if weight else 0.0
+        return capacity_term(weight, self.task.detector.parameter_count(indices) / 1e6) if weight else 0.0
 
     def _score_and_learn(self, samples, choices, warm, validation_batch, learning_rate: float) -> Dict[str, float]:
         """Q, cost and reward of each replica's architecture on its share of the validation mini-batch;

@@ -61,6 +61,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
 from absl import app, flags
 
+from mobiledets_tf.search.rewards import capacity_term
 from pinned_jobs import (QUICKSTART_SEARCH, RECIPE, REPO_ROOT, STANDALONE_RECIPE, Job, architectures_near_target,
                          binary, run_pinned, standalone_ap50, standalone_job, write_results)
 from ranking_reports import ARCHITECTURE_HEADER, read_ranking_table
@@ -323,7 +324,6 @@ def report(truth: GroundTruth, archs: List[Dict], scores: Optional[Dict], parame
     the supernet's `search.capacity_weight`, whose search measure is then the shipped one plus that
     weight x ln(parameters)."""
     from mobiledets_tf.benchmark.local import cpu_name, vector_extensions
-    from mobiledets_tf.search.rewards import capacity_term
     seeds, standalone = truth.seeds, truth.ap50
     measures = list(MEASURES) if scores else []
     search_measure = SHIPPED_MEASURE

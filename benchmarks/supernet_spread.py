@@ -25,6 +25,7 @@ from typing import Dict, List, Sequence
 
 from absl import app, flags
 
+from mobiledets_tf.search.rewards import capacity_term
 from pinned_jobs import RESULTS_DIR, write_results
 from ranking_reports import read_ranking_table
 
@@ -143,7 +144,6 @@ def report(results_dir: str, sets: List[str], supernets: List[str], measure: str
                   ", ".join(f"{statistics.mean(tau_of(scores[e], archs)[0] for e in supernets):.3f}"
                             for archs in groups.values()) + ")"]
         if capacity_weights:
-            from mobiledets_tf.search.rewards import capacity_term
             lines += ["", f"the search's Q with `search.capacity_weight` w: {measure} + w ln({reference_column}), "
                           "Kendall tau over the supernets: mean (lowest to highest)", "",
                       "| w | " + " | ".join(f"{g} ({len(a)})" for g, a in groups.items()) + " |",

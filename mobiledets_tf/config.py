@@ -43,6 +43,9 @@ class BuiltinDataConfig(base_config.Config):
     num_val: int = 400
     image_size: int = 320
     seed: int = 0
+    min_object_size: float = 0.12        # object sizes (log-uniform), as fractions of the image side
+    max_object_size: float = 0.60
+    max_objects: int = 5                 # each image holds 1 to max_objects objects
 
 
 @dataclasses.dataclass
@@ -144,12 +147,12 @@ _CHOICES = {
 }
 _POSITIVE = ("model.input_size", "model.num_classes", "model.depth_multiplier", "train.batch_size",
              "train.steps", "train.checkpoint_every", "train.log_every", "eval.batch_size",
-             "data.max_boxes", "data.builtin.num_train", "data.builtin.num_val",
+             "data.max_boxes", "data.builtin.num_train", "data.builtin.num_val", "data.builtin.max_objects",
              "search.validation_batch_multiple", "search.rl_boost", "search.baseline_momentum")
 _NON_NEGATIVE = ("search.quality_max_detections", "search.controller_steps", "search.capacity_weight",
                  "train.qat_range_batches")
 _NEGATIVE = ("search.reward_beta", "search.reward_exponent")   # a penalty on being slow
-_FRACTION = ("model.match_threshold",)
+_FRACTION = ("model.match_threshold", "data.builtin.min_object_size", "data.builtin.max_object_size")
 
 
 def _float_or_text(text: str):

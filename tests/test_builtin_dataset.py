@@ -5,12 +5,15 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 import mobiledets_tf  # noqa: F401
 import tensorflow as tf
 from official.vision.dataloaders.tf_example_decoder import TfExampleDecoder
 
+from mobiledets_tf.config import BuiltinDataConfig, ConfigError, ExperimentConfig
 from mobiledets_tf.data import builtin, shapes
+from mobiledets_tf.data.sources import resolve_data
 from mobiledets_tf.data.label_map import read_label_map
 
 MAX_NOISE = 12  # shapes adds uniform integer noise of amplitude <= 12
@@ -75,6 +78,49 @@ def test_classes_are_balanced():
     assert all(0.7 * expected < n < 1.3 * expected for n in counts.values()), counts
 
 
+def _object_sides(layout, size=160, images=40):
+    """Per image: the number of objects and the longer side of each object's whole shape, in pixels."""
+    counts, sides = [], []
+    for index in range(images):
+        objects = shapes.render_image(7, index, size, layout).objects
+        counts.append(len(objects))
+        for o in objects:
+            ys, xs = np.nonzero(o.full_mask)
+            sides.append(max(ys.max() - ys.min(), xs.max() - xs.min()) + 1)
+    return np.array(counts), np.array(sides)
+
+
+def test_object_layout_sets_object_sizes_and_counts():
+    default_counts, default_sides = _object_sides(shapes.ObjectLayout())
+    counts, sides = _object_sides(shapes.ObjectLayout(min_size=0.08, max_size=0.2, max_objects=10))
+    assert default_counts.max() <= shapes.MAX_OBJECTS < counts.max() <= 10 and counts.min() >= 1
+    assert counts.mean() > 1.5 * default_counts.mean()
+    # A shape of size s spans at most s * sqrt(1.6 * 2) (stretched, then rotated by 45 degrees).
+    assert sides.max() <= 0.2 * 160 * np.sqrt(3.2) + 2 and sides.min() >= 0.08 * 160 * 0.5
+    assert np.median(sides) < 0.7 * np.median(default_sides)
+
+
+@pytest.mark.parametrize("layout,pattern", [
+    (dict(min_size=0.04), r"0.05 \(the largest clutter\) < min_size <= max_size <= 1, got min_size 0.04"),
+    (dict(min_size=0.5, max_size=0.3), r"min_size <= max_size"),
+    (dict(max_size=1.2), r"max_size <= 1"),
+    (dict(max_objects=0), r"max_objects must be >= 1, got 0"),
+])
+def test_bad_object_layouts_are_rejected(layout, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        shapes.ObjectLayout(**layout)
+
+
+def test_config_defaults_are_the_default_layout_and_bad_layouts_are_config_errors():
+    builtin_config, layout = BuiltinDataConfig(), shapes.ObjectLayout()
+    assert (builtin_config.min_object_size, builtin_config.max_object_size, builtin_config.max_objects) == (
+        layout.min_size, layout.max_size, layout.max_objects)
+    config = ExperimentConfig()
+    config.override({"data": {"builtin": {"min_object_size": 0.4, "max_object_size": 0.2}}})
+    with pytest.raises(ConfigError, match=r"data.builtin.min_object_size.*min_size <= max_size"):
+        resolve_data(config)
+
+
 def _count_records(pattern):
     decoder = TfExampleDecoder()
     n, boxes = 0, 0
@@ -124,3 +170,8 @@ def test_builtin_dataset_is_generated_once_and_regenerated_when_incomplete(tmp_p
     default = builtin.builtin_dataset(**kwargs)
     assert os.path.dirname(default.root) == str(tmp_path / "cache")
     assert os.path.basename(default.root).startswith("shapes-")
+    # Another object layout is another dataset, in its own folder, drawn with that layout.
+    dense = builtin.builtin_dataset(**kwargs, layout=shapes.ObjectLayout(0.1, 0.3, 9))
+    assert dense.root != default.root and dense.params["max_objects"] == 9
+    with open(dense.val_annotations) as f:
+        assert json.load(f)["info"]["object_layout"] == {"min_size": 0.1, "max_size": 0.3, "max_objects": 9}

@@ -49,6 +49,8 @@ def test_yaml_then_overrides(tmp_path):
     ("train:\n  mixed_precision: fp8\n", [], r"train.mixed_precision must be one of"),
     ("", ["search.quality_max_detections=-1"], r"search.quality_max_detections must be 0 or more"),
     ("", ["model.match_threshold=0"], r"model.match_threshold must be in \(0, 1\], got 0"),
+    ("", ["data.builtin.max_object_size=1.5"], r"data.builtin.max_object_size must be in \(0, 1\], got 1.5"),
+    ("", ["data.builtin.max_objects=0"], r"data.builtin.max_objects must be positive, got 0"),
     ("", ["search.reward=mnas"], r"search.reward must be one of \('absolute', 'mnas_soft', 'mnas_hard'\)"),
     ("", ["search.reward_exponent=0.07"], r"search.reward_exponent must be negative, got 0.07"),
     ("", ["search.reward_beta=0"], r"search.reward_beta must be negative"),

@@ -18,8 +18,8 @@ exists, matches the parameters and whose files all exist is complete and reused 
 (e.g. a killed generation) is regenerated: `raw/` and `tfrecords/` are deleted and rewritten. A file
 lock on `root/.lock` makes concurrent callers (several workers on one machine) wait for one another.
 
-Defaults (`DEFAULT_*`): 4000 training and 400 validation images of 320x320 (about 3.5 objects per
-image), in 4 shards per split. Generating them took 31 s on a shared 2-core machine and takes 256 MB
+Defaults (`DEFAULT_*`, and `shapes.ObjectLayout()`): 4000 training and 400 validation images of
+320x320 (1 to 5 objects of 12% to 60% of the image side, about 3.5 per image), in 4 shards per split. Generating them took 31 s on a shared 2-core machine and takes 256 MB
 (half JPEGs, half TFRecords).
 """
 import dataclasses
@@ -66,10 +66,15 @@ def split_seed(seed: int, split: str) -> int:
     return int(np.random.SeedSequence([int(seed), SPLITS.index(split)]).generate_state(1)[0])
 
 
-def _params(num_train, num_val, image_size, seed, num_shards) -> dict:
+def _params(num_train, num_val, image_size, seed, num_shards, layout: shapes.ObjectLayout) -> dict:
     return {"generator_version": shapes.GENERATOR_VERSION, "num_train": int(num_train),
             "num_val": int(num_val), "image_size": int(image_size), "seed": int(seed),
-            "num_shards": int(num_shards)}
+            "num_shards": int(num_shards), "min_object_size": float(layout.min_size),
+            "max_object_size": float(layout.max_size), "max_objects": int(layout.max_objects)}
+
+
+def _layout(params: dict) -> shapes.ObjectLayout:
+    return shapes.ObjectLayout(params["min_object_size"], params["max_object_size"], params["max_objects"])
 
 
 def default_root(params: dict) -> str:
@@ -119,7 +124,7 @@ def _generate(root: str, params: dict) -> None:
     for split in SPLITS:
         raw = os.path.join(root, "raw")
         annotations = shapes.generate_shapes(raw, split, params[f"num_{split}"], split_seed(params["seed"], split),
-                                             image_size=params["image_size"])
+                                             image_size=params["image_size"], layout=_layout(params))
         report = convert_coco_to_tfrecords(annotations, shapes.image_dir(raw, split),
                                            os.path.join(root, "tfrecords", split),
                                            num_shards=params["num_shards"])
@@ -135,11 +140,15 @@ def _generate(root: str, params: dict) -> None:
 
 def builtin_dataset(root: Optional[str] = None, num_train: int = DEFAULT_NUM_TRAIN,
                     num_val: int = DEFAULT_NUM_VAL, image_size: int = DEFAULT_IMAGE_SIZE, seed: int = 0,
-                    num_shards: int = DEFAULT_NUM_SHARDS) -> BuiltinDataset:
-    """Returns the built-in dataset, generating it under `root` unless a complete copy is there."""
+                    num_shards: int = DEFAULT_NUM_SHARDS,
+                    layout: shapes.ObjectLayout = shapes.ObjectLayout()) -> BuiltinDataset:
+    """Returns the built-in dataset, generating it under `root` unless a complete copy is there.
+
+    `layout`: how many objects each image holds and how large they are (the default: 1-5 objects of
+    12-60% of the image side; smaller and more objects make a harder dataset)."""
     if num_train < 1 or num_val < 1:
         raise ValueError(f"num_train and num_val must be >= 1, got {num_train} and {num_val}")
-    params = _params(num_train, num_val, image_size, seed, num_shards)
+    params = _params(num_train, num_val, image_size, seed, num_shards, layout)
     root = fileio.absolute(root or default_root(params))
     fileio.makedirs(root)
     with open(os.path.join(root, ".lock"), "w") as lock:   # a local file: the cache is a local folder

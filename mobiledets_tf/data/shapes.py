@@ -5,7 +5,7 @@ same palette is used for the clutter): circle, square, triangle, star, cross, ri
 - a background: a linear gradient between two random colours, plus clutter that belongs to no class
   (random thin lines and small irregular blobs, all smaller than the smallest object);
 - 1 to 5 objects, each with a random class (uniform), size (log-uniform, 12% to 60% of the image
-  side), aspect ratio (0.6 to 1.6 stretch), rotation and position (always fully inside the image);
+  side; both ranges are an `ObjectLayout`, e.g. smaller and more objects for a harder set), aspect ratio (0.6 to 1.6 stretch), rotation and position (always fully inside the image);
   later objects may cover up to 30% of the area of earlier ones (placements that would cover more are
   re-drawn), and each object's colour is kept far from the colours under it;
 - pixel noise (uniform, of a random amplitude up to +-12).
@@ -39,12 +39,29 @@ from mobiledets_tf.progress import progress_bar
 
 CLASS_NAMES = ("circle", "square", "triangle", "star", "cross", "ring")
 GENERATOR_VERSION = 2  # bump when the drawing changes: cached copies are then regenerated
-MIN_SIZE, MAX_SIZE = 0.12, 0.60        # object size as a fraction of the image side
+MIN_SIZE, MAX_SIZE = 0.12, 0.60        # default object size as a fraction of the image side
 MIN_STRETCH, MAX_STRETCH = 0.6, 1.6     # aspect ratio (width / height before rotation)
-MAX_OBJECTS = 5
+MAX_OBJECTS = 5                         # default most objects per image
+CLUTTER_SIZE = 0.05                     # largest clutter blob, as a fraction of the image side
 MAX_OCCLUDED = 0.30                     # largest fraction of an object later objects may cover
 MIN_COLOUR_DISTANCE = 90.0              # RGB distance between an object and the mean colour under it
 JPEG_QUALITY = 92
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectLayout:
+    """How many objects an image holds (1 to `max_objects`) and how large they are (log-uniform
+    between `min_size` and `max_size`, as fractions of the image side): the dataset's difficulty."""
+    min_size: float = MIN_SIZE
+    max_size: float = MAX_SIZE
+    max_objects: int = MAX_OBJECTS
+
+    def __post_init__(self):
+        if not CLUTTER_SIZE < self.min_size <= self.max_size <= 1.0:
+            raise ValueError(f"object sizes must satisfy {CLUTTER_SIZE} (the largest clutter) < min_size <= "
+                             f"max_size <= 1, got min_size {self.min_size} and max_size {self.max_size}")
+        if self.max_objects < 1:
+            raise ValueError(f"max_objects must be >= 1, got {self.max_objects}")
 
 
 def image_dir(output_dir: str, split: str) -> str:
@@ -131,10 +148,10 @@ def _polygon_mask(size, outline, hole) -> np.ndarray:
     return np.asarray(mask) > 127
 
 
-def _sample_shape(rng, name, size):
+def _sample_shape(rng, name, size, layout: ObjectLayout):
     """Outline (and hole) of a randomly sized, stretched, rotated and placed shape, in pixels."""
     outline, hole = _SHAPES[name]
-    extent = size * math.exp(rng.uniform(math.log(MIN_SIZE), math.log(MAX_SIZE)))
+    extent = size * math.exp(rng.uniform(math.log(layout.min_size), math.log(layout.max_size)))
     stretch = rng.uniform(MIN_STRETCH, MAX_STRETCH)
     scale = np.array([math.sqrt(stretch), 1.0 / math.sqrt(stretch)]) * extent / 2
     theta = rng.uniform(0, 2 * math.pi)
@@ -168,7 +185,7 @@ def _background(rng, size) -> np.ndarray:
                   width=int(rng.integers(1, 4)))
     for _ in range(rng.integers(2, 9)):  # small irregular blobs, smaller than any object
         n = int(rng.integers(5, 9))
-        radius = size * rng.uniform(0.01, 0.025) * rng.uniform(0.6, 1.0, size=n)
+        radius = size * rng.uniform(0.01, CLUTTER_SIZE / 2) * rng.uniform(0.6, 1.0, size=n)
         angles = np.sort(rng.uniform(0, 2 * math.pi, size=n))
         centre = rng.uniform(0, size, size=2)
         pts = centre + np.stack([radius * np.cos(angles), radius * np.sin(angles)], axis=1)
@@ -176,17 +193,17 @@ def _background(rng, size) -> np.ndarray:
     return np.asarray(canvas).copy()
 
 
-def render_image(seed: int, index: int, image_size: int = 320) -> ShapesImage:
+def render_image(seed: int, index: int, image_size: int = 320, layout: ObjectLayout = ObjectLayout()) -> ShapesImage:
     """Draws image `index` of the dataset with `seed` (deterministic)."""
     rng = np.random.default_rng([seed, index])
     size = image_size
     background = _background(rng, size)
     canvas = background.copy()
     objects: List[ShapeObject] = []
-    for _ in range(int(rng.integers(1, MAX_OBJECTS + 1))):
+    for _ in range(int(rng.integers(1, layout.max_objects + 1))):
         category = int(rng.integers(len(CLASS_NAMES)))
         for _attempt in range(20):
-            outline, hole = _sample_shape(rng, CLASS_NAMES[category], size)
+            outline, hole = _sample_shape(rng, CLASS_NAMES[category], size, layout)
             mask = _polygon_mask(size, outline, hole)
             if np.count_nonzero(mask) < 16:
                 continue
@@ -216,7 +233,8 @@ def categories() -> List[dict]:
     return [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASS_NAMES)]
 
 
-def generate_shapes(output_dir: str, split: str, num_images: int, seed: int, image_size: int = 320) -> str:
+def generate_shapes(output_dir: str, split: str, num_images: int, seed: int, image_size: int = 320,
+                    layout: ObjectLayout = ObjectLayout()) -> str:
     """Writes `num_images` images of `split` and their COCO JSON; returns the JSON path.
 
     The images go to `image_dir(output_dir, split)`, the JSON (written last, atomically) to
@@ -232,7 +250,7 @@ def generate_shapes(output_dir: str, split: str, num_images: int, seed: int, ima
     fileio.makedirs(images_path)
     images, annotations = [], []
     for index in progress_bar(range(num_images), desc=f"drawing shapes/{split}", unit="img"):
-        drawn = render_image(int(seed), index, image_size)
+        drawn = render_image(int(seed), index, image_size, layout)
         image_id = index + 1
         file_name = f"{image_id:06d}.jpg"
         out = io.BytesIO()
@@ -246,6 +264,7 @@ def generate_shapes(output_dir: str, split: str, num_images: int, seed: int, ima
     data = {
         "info": {"description": "mobiledets_tf built-in shapes dataset", "split": split, "seed": int(seed),
                  "image_size": image_size, "generator_version": GENERATOR_VERSION,
+                 "object_layout": dataclasses.asdict(layout),
                  "boxes": "visible extent of each object's pixels"},
         "images": images, "annotations": annotations, "categories": categories(),
     }

@@ -8,6 +8,7 @@ from typing import List
 
 from mobiledets_tf.config import ConfigError, ExperimentConfig
 from mobiledets_tf.data.builtin import builtin_dataset
+from mobiledets_tf.data.shapes import ObjectLayout
 from mobiledets_tf.data.label_map import Category, class_names, num_classes, read_label_map
 
 
@@ -26,8 +27,12 @@ def resolve_data(config: ExperimentConfig) -> DataSources:
     data = config.data
     if data.dataset == "builtin":
         b = data.builtin
+        try:
+            layout = ObjectLayout(b.min_object_size, b.max_object_size, b.max_objects)
+        except ValueError as e:
+            raise ConfigError(f"data.builtin.min_object_size, max_object_size, max_objects: {e}") from None
         built = builtin_dataset(num_train=b.num_train, num_val=b.num_val, image_size=b.image_size,
-                                seed=b.seed)
+                                seed=b.seed, layout=layout)
         train, val, annotations, label_map_path = (built.train_pattern, built.val_pattern,
                                                    built.val_annotations, built.label_map_path)
     else:

@@ -44,8 +44,9 @@ Stages, each written into --work_dir and skipped when its result exists (an inte
    and the seed-to-seed tau (averaged over the pairs of seeds: the ceiling a one-shot measure can
    reach against one seed); with three seeds or more also each seed's tau against the mean of the
    others (what one more standalone training reaches, scored as the measures are), and what the
-   ground truth allows (`seed_statistics.ground_truth_ceiling`: the architectures' spread against one training's
-   noise, and the tau a noise-free measure would reach), in benchmarks/results/{--name}.md, which
+   ground truth allows (`seed_statistics.ground_truth_ceiling`: the architectures' spread against one
+   training's noise, each seed's offset common to all architectures set apart, and the tau a
+   noise-free measure would reach), in benchmarks/results/{--name}.md, which
    ends with the command and `Kendall tau (shipped defaults): X` (with --config or
    --search_override other than the shipped search config's: `Kendall tau (the search measure of
    this supernet): X`).
@@ -386,7 +387,9 @@ def report(truth: GroundTruth, archs: List[Dict], scores: Optional[Dict], parame
         ceiling = ground_truth_ceiling([standalone[a["name"]] for a in archs])
         of_column = " (the ceiling of the first column)" if scores else ""
         lines += ["", f"ground truth: the architectures' true standalone AP50 spread by {ceiling.spread:.3f} (standard "
-                  f"deviation, estimated), one training's by {ceiling.noise:.3f} around it (root mean square); a "
+                  f"deviation, estimated), one training's by {ceiling.noise:.3f} around it (root mean square) once "
+                  f"each seed's offset common to all architectures, which changes no ranking "
+                  f"({ceiling.seed_offset:.3f}), is set apart; a "
                   f"bivariate-normal model puts a noise-free measure at Kendall tau {ceiling.tau_mean:.2f} against the "
                   f"mean of {len(seeds)} seeds{of_column} and two seeds at {ceiling.tau_seed_pair:.2f} against each other"]
     lines += ["", f"command: `python {' '.join(sys.argv)}`"]

@@ -397,7 +397,7 @@ def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
     weighted = ranking.report(ranking.trained_ground_truth(str(work), archs), archs, scores, parameters, 1.0, 0.1)
     with_capacity = [q + 0.1 * np.log(p) for q, p in zip(shipped, counted)]
     assert weighted.rstrip().splitlines()[-1].endswith(f": {stats.kendalltau(with_capacity, mean_ap50).statistic:.3f}")
-    assert f"| minibatch_quality + capacity (the search's Q, w 0.1) | " in weighted
+    assert "| minibatch_quality + capacity (the search's Q, w 0.1) | " in weighted
     assert f" | {with_capacity[0]:.4f} | " in weighted.split(archs[0]["name"], 1)[1].splitlines()[0]
     assert (f"| parameters (zero-cost reference: millions of trainable weights, no supernet) | "
             f"{stats.kendalltau(counted, mean_ap50).statistic:.3f} | {stats.spearmanr(counted, mean_ap50).statistic:.3f} |"
@@ -461,8 +461,16 @@ def test_ground_truth_ceiling_matches_simulated_trainings():
     assert ceiling.spread == pytest.approx(0.05, abs=0.003) and ceiling.noise == pytest.approx(0.04, abs=0.002)
     assert ceiling.tau_mean == pytest.approx(stats.kendalltau(true_ap50, ap50.mean(axis=1)).statistic, abs=0.02)
     assert ceiling.tau_seed_pair == pytest.approx(stats.kendalltau(ap50[:, 0], ap50[:, 1]).statistic, abs=0.02)
+    assert ceiling.seed_offset == pytest.approx(0.0, abs=0.003)
+    # Each seed moving every architecture alike (one data order per seed) ranks nothing: it is set apart.
+    offsets = np.array([0.0, 0.06, -0.05])
+    shifted = ranking.ground_truth_ceiling((ap50 + offsets).tolist())
+    assert shifted.noise == pytest.approx(ceiling.noise, rel=1e-9) and shifted.spread == pytest.approx(ceiling.spread)
+    assert shifted.tau_mean == pytest.approx(ceiling.tau_mean) and shifted.seed_offset == pytest.approx(0.0551, abs=0.002)
     exact = ranking.ground_truth_ceiling([[0.5, 0.5], [0.6, 0.6], [0.7, 0.7]])   # seeds agree exactly
     assert exact.tau_mean == exact.tau_seed_pair == 1.0 and exact.noise == 0.0
+    offset_only = ranking.ground_truth_ceiling([[0.5, 0.55], [0.6, 0.65], [0.7, 0.75]])   # one seed higher throughout
+    assert offset_only.tau_mean == offset_only.tau_seed_pair == 1.0 and offset_only.noise == pytest.approx(0.0, abs=1e-9)
     alike = ranking.ground_truth_ceiling([[0.5, 0.6], [0.6, 0.5], [0.55, 0.55]])   # one quality, noise only
     assert alike.spread == 0.0 and alike.tau_mean == alike.tau_seed_pair == 0.0
 

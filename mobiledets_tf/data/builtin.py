@@ -19,8 +19,9 @@ exists, matches the parameters and whose files all exist is complete and reused 
 lock on `root/.lock` makes concurrent callers (several workers on one machine) wait for one another.
 
 Defaults (`DEFAULT_*`, and `shapes.ObjectLayout()`): 4000 training and 400 validation images of
-320x320 (1 to 5 objects of 12% to 60% of the image side, about 3.5 per image), in 4 shards per split. Generating them took 31 s on a shared 2-core machine and takes 256 MB
-(half JPEGs, half TFRecords).
+320x320 (1 to 5 objects of 12% to 60% of the image side, about 3.5 per image), in 4 shards per
+split. Generating them took 31 s on a shared 2-core machine and takes 256 MB (half JPEGs, half
+TFRecords).
 """
 import dataclasses
 import fcntl

@@ -5,7 +5,8 @@ same palette is used for the clutter): circle, square, triangle, star, cross, ri
 - a background: a linear gradient between two random colours, plus clutter that belongs to no class
   (random thin lines and small irregular blobs, all smaller than the smallest object);
 - 1 to 5 objects, each with a random class (uniform), size (log-uniform, 12% to 60% of the image
-  side; both ranges are an `ObjectLayout`, e.g. smaller and more objects for a harder set), aspect ratio (0.6 to 1.6 stretch), rotation and position (always fully inside the image);
+  side; both ranges are an `ObjectLayout`, e.g. smaller and more objects for a harder set), aspect
+  ratio (0.6 to 1.6 stretch), rotation and position (always fully inside the image);
   later objects may cover up to 30% of the area of earlier ones (placements that would cover more are
   re-drawn), and each object's colour is kept far from the colours under it;
 - pixel noise (uniform, of a random amplitude up to +-12).

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from mobiledets_tf.keras import keras
+from mobiledets_tf.layers import defaults
 from mobiledets_tf.search.space import SearchSpaceError, load_space
 from mobiledets_tf.search.supernet import Supernet, op_variables, standalone_from_supernet
 
@@ -120,6 +121,22 @@ def test_supernet_is_the_standalone_detector_of_its_choices(platform, seeds):
     images = _images()
     logits = [_check_against_standalone(supernet, space.sample(seed), images)[1] for seed in seeds]
     assert not any(np.allclose(logits[0].numpy(), other.numpy()) for other in logits[1:])
+
+
+def test_calibrated_standalone_detector_infers_as_the_supernet_does_with_batch_statistics():
+    space = load_space("ibn_fused_tucker", "cpu")
+    supernet = Supernet(space, NUM_CLASSES, INPUT_SIZE, depth_multiplier=0.5)
+    indices = space.sample(4)
+    images = _images(batch=4, seed=5)
+    expected = supernet(images, indices)
+    calibrated = standalone_from_supernet(supernet, indices, calibration_images=images)
+    for got, want in zip(calibrated.model(images, training=False), expected):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-4, rtol=1e-4)
+    uncalibrated = standalone_from_supernet(supernet, indices).model(images, training=False)
+    assert not np.allclose(uncalibrated[1].numpy(), expected[1].numpy(), atol=1e-2)
+    settings = {(layer.momentum, layer.fused) for layer in calibrated.model.submodules
+                if isinstance(layer, keras.layers.BatchNormalization)}
+    assert settings == {(defaults.BACKBONE_BN["momentum"], True), (defaults.HEAD_BN["momentum"], True)}
 
 
 @pytest.mark.parametrize("platform", ["plain", "se"])

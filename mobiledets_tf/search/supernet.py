@@ -20,7 +20,8 @@ next layer reads its first channels.
 `anchors`, `assign_targets`, `losses` and `preprocess` are the detector's own (`SSDLiteDetector`);
 `model.losses` after a call holds the L2 terms of the weights that call used, as a standalone
 model's `losses` does. `standalone_from_supernet(supernet, indices)` builds the standalone
-`SSDLiteDetector` of `space.to_arch_spec(indices)` and copies the shared weights into it, sliced.
+`SSDLiteDetector` of `space.to_arch_spec(indices)` and copies the shared weights into it, sliced;
+with `calibration_images` it also sets its BatchNorm moving statistics from them.
 """
 import functools
 import itertools
@@ -278,12 +279,15 @@ class Supernet:
     losses = SSDLiteDetector.losses
 
 
-def standalone_from_supernet(supernet: Supernet, indices: Sequence[int],
-                             batch_size: Optional[int] = None) -> SSDLiteDetector:
+def standalone_from_supernet(supernet: Supernet, indices: Sequence[int], batch_size: Optional[int] = None,
+                             calibration_images: Optional[tf.Tensor] = None) -> SSDLiteDetector:
     """The standalone detector of `space.to_arch_spec(indices)` holding the supernet's weights.
 
     Each block gets the slices of the shared weights its op used in the supernet; the head is copied
-    as is. BatchNorm moving statistics stay at their initial values (the supernet has none).
+    as is. The supernet keeps no BatchNorm moving statistics: they stay at their initial values, or,
+    with `calibration_images` (preprocessed, in [-1, 1]), become the batch statistics of those images
+    (BatchNorm recalibration), so that the detector in inference mode computes on them what the
+    supernet computes with batch statistics.
     """
     arch = supernet.space.to_arch_spec(indices)  # validates the indices (no op warmup here)
     detector = SSDLiteDetector(
@@ -306,7 +310,25 @@ def standalone_from_supernet(supernet: Supernet, indices: Sequence[int],
     missed = [layer.name for layer in model.layers if layer.trainable_weights and layer.name not in filled]
     if missed:
         raise AssertionError(f"no supernet weights for the standalone layers {missed}")
+    if calibration_images is not None:
+        _calibrate_batch_norm(model, calibration_images)
     return detector
+
+
+def _calibrate_batch_norm(model: keras.Model, images: tf.Tensor) -> None:
+    """Sets the moving statistics of every BatchNorm layer of `model` to the batch statistics of
+    `images`: one forward pass in training mode with the moving averages' momentum at 0, and without
+    the fused kernel, whose moving variance carries Bessel's correction (n / (n - 1)) where
+    normalising in training mode does not."""
+    layers = [m for m in model.submodules if isinstance(m, keras.layers.BatchNormalization)]
+    settings = [(layer.momentum, layer.fused) for layer in layers]
+    try:
+        for layer in layers:
+            layer.momentum, layer.fused = 0.0, False
+        model(images, training=True)
+    finally:
+        for layer, (momentum, fused) in zip(layers, settings):
+            layer.momentum, layer.fused = momentum, fused
 
 
 def op_variables(supernet: Supernet, indices: Sequence[int]) -> Dict[str, UsedWeights]:

@@ -33,8 +33,10 @@ Stages, each written into --work_dir and skipped when its result exists (an inte
      columns of that earlier report of the same architectures are the ground truth;
 3. **one-shot quality** of each architecture with the supernet's inherited weights, by each measure
    of `MEASURES`, every architecture on the same --quality_batches validation mini-batches (the
-   search's size: `search.validation_batch_multiple` x `train.batch_size` images, batch statistics)
-   (WORK/oneshot.json; recomputed when a measure is missing);
+   search's size: `search.validation_batch_multiple` x `train.batch_size` images, batch statistics),
+   and, for `recalibrated_quality`, as its standalone detector with BatchNorm moving statistics from
+   --calibration_images training images, on the whole validation split in inference mode
+   (WORK/oneshot.json; a measure it lacks is computed, the recorded ones of the same checkpoint kept);
 4. **report**: Kendall tau and Spearman rho between each one-shot measure and the mean standalone
    AP50 of the seeds, and likewise for the zero-cost reference every report carries (`parameters`:
    the trainable weights of each architecture's standalone detector, counted without training or
@@ -76,6 +78,9 @@ BAND = flags.DEFINE_float("band", 0.05, "Relative band around the target the arc
 NUM_ARCHS = flags.DEFINE_integer("num_archs", 10, "Architectures to rank.")
 ARCH_SEED = flags.DEFINE_integer("arch_seed", 0, "Seed of the random architectures (a fresh set: another seed).")
 QUALITY_BATCHES = flags.DEFINE_integer("quality_batches", 8, "Validation mini-batches each architecture is scored on.")
+CALIBRATION_IMAGES = flags.DEFINE_integer(
+    "calibration_images", 256, "Training images whose statistics become each architecture's BatchNorm moving "
+    "statistics for the recalibrated measure.")
 SEARCH_OVERRIDE = flags.DEFINE_list("search_override", [], "Config overrides of the supernet's search (key=value).")
 STANDALONE_OVERRIDE = flags.DEFINE_list("standalone_override", STANDALONE_RECIPE,
                                         "Config overrides of every standalone training (key=value).")
@@ -143,6 +148,7 @@ class Scored(NamedTuple):
     losses: List[float]   # classification + localisation loss of each loss mini-batch
     label_map: List[Dict]
     metric: str           # the search's `search.quality_metric`
+    calibrated: Dict[str, float]   # COCO metrics on the validation split, BatchNorm recalibrated
 
 
 # One-shot measures: Scored -> a score, higher is better. The shipped one is the search's own Q
@@ -173,8 +179,16 @@ def validation_loss(scored: Scored) -> float:
     return -statistics.mean(scored.losses)
 
 
+def recalibrated_quality(scored: Scored) -> float:
+    """The metric of the architecture's standalone detector holding the supernet's weights, its BatchNorm
+    moving statistics set from --calibration_images training images, in inference mode on the whole
+    validation split (as `mobiledets-eval` scores a trained model)."""
+    return scored.calibrated[scored.metric]
+
+
 MEASURES: Dict[str, Callable[[Scored], float]] = {
-    SHIPPED_MEASURE: minibatch_quality, "pooled_quality": pooled_quality, "validation_loss": validation_loss}
+    SHIPPED_MEASURE: minibatch_quality, "pooled_quality": pooled_quality, "validation_loss": validation_loss,
+    "recalibrated_quality": recalibrated_quality}
 
 # The zero-cost reference every report ranks beside the one-shot measures: what a measure must beat to
 # show that the supernet adds anything to counting weights.
@@ -206,17 +220,28 @@ def loss_batches(task, count: int) -> List:
     return list(dataset.take(count))
 
 
+def calibration_images(task, count: int):
+    """The first `count` training images in file order, preprocessed (no augmentation)."""
+    from mobiledets_tf.data import pipeline
+    c = task.config
+    images, _ = next(iter(pipeline.eval_dataset(task.data.train_pattern, c.model.input_size, count, c.data.max_boxes)))
+    return task.detector.preprocess(images)
+
+
 def one_shot_scores(work_dir: str, config, archs: List[Dict]) -> Dict[str, Dict[str, float]]:
-    """{arch name: {measure: score}} with the supernet's weights (stage 3); recomputed when
-    WORK/oneshot.json lacks a measure of `MEASURES`."""
+    """{arch name: {measure: score}} with the supernet's weights (stage 3); when WORK/oneshot.json lacks
+    a measure of `MEASURES`, every measure is computed again and the recorded scores are kept."""
     path = os.path.join(work_dir, "oneshot.json")
+    recorded = {}
     if os.path.exists(path):
         with open(path) as f:
-            scores = json.load(f)
-        if all(set(MEASURES) <= set(scores.get(a["name"], {})) for a in archs):
-            return scores
+            recorded = json.load(f)
+        if all(set(MEASURES) <= set(recorded.get(a["name"], {})) for a in archs):
+            return recorded
     import tensorflow as tf
+    from mobiledets_tf.evaluation.keras_eval import evaluate_predict_fn, keras_predict_fn
     from mobiledets_tf.search.search_task import SearchTask
+    from mobiledets_tf.search.supernet import standalone_from_supernet
     task = SearchTask(config, tf.distribute.get_strategy())
     validation = iter(task.distributed_validation_dataset())
     batches = [next(validation) for _ in range(QUALITY_BATCHES.value)]
@@ -233,13 +258,19 @@ def one_shot_scores(work_dir: str, config, archs: List[Dict]) -> Dict[str, Dict[
     latest = tf.train.latest_checkpoint(supernet_dir(work_dir))
     checkpoint.restore(latest).expect_partial().assert_existing_objects_matched()
     label_map = [{"id": c.id, "name": c.name} for c in task.data.label_map]
+    calibration = calibration_images(task, CALIBRATION_IMAGES.value)
     scores = {}
     for arch in archs:
         choices = tf.constant(arch["indices"], tf.int32)
+        detector = standalone_from_supernet(task.detector, arch["indices"], calibration_images=calibration)
         scored = Scored(detections=[(groundtruth, detect(images, choices)) for images, groundtruth in batches],
                         losses=[float(loss(images, t, choices)) for images, t in targets],
-                        label_map=label_map, metric=config.search.quality_metric)
+                        label_map=label_map, metric=config.search.quality_metric,
+                        calibrated=evaluate_predict_fn(keras_predict_fn(detector, config.eval), config, task.data,
+                                                       progress=False))
         scores[arch["name"]] = {name: float(measure(scored)) for name, measure in MEASURES.items()}
+        if recorded.get("checkpoint") == latest:
+            scores[arch["name"]].update(recorded.get(arch["name"], {}))
         print(f"{arch['name']}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores[arch["name"]].items()), flush=True)
     with open(path, "w") as f:
         json.dump({"checkpoint": latest, **scores}, f, indent=1)

@@ -364,9 +364,16 @@ def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
     with open(work / "oneshot.json") as f:
         stored = json.load(f)
     del stored[archs[0]["name"]]["validation_loss"]
+    stored[archs[1]["name"]]["pooled_quality"] = 0.123
     with open(work / "oneshot.json", "w") as f:
         json.dump(stored, f)
-    assert ranking.one_shot_scores(str(work), config, archs) == scores   # a measure missing: recomputed
+    # A measure missing: computed again, the recorded scores of the same checkpoint kept.
+    again = ranking.one_shot_scores(str(work), config, archs)
+    assert again[archs[1]["name"]].pop("pooled_quality") == 0.123
+    assert again == {**scores, archs[1]["name"]: {k: v for k, v in scores[archs[1]["name"]].items()
+                                                  if k != "pooled_quality"}}
+    with open(work / "oneshot.json", "w") as f:
+        json.dump(scores, f)
     # Stage 4's results (standalone AP50 per seed), then the report.
     ap50 = {}
     for k, arch in enumerate(archs):

@@ -31,6 +31,9 @@ Stages, each written into --work_dir and skipped when its result exists (an inte
      `mobiledets-eval`), in --standalone_root (default WORK/standalone; runs comparing supernets on
      the same architectures and recipe can share one); with --standalone_results none: the AP50
      columns of that earlier report of the same architectures are the ground truth;
+   - with --proxy_steps K, each architecture also trained from scratch for K steps with the same recipe
+     (warmup K/10, train.seed --proxy_seed, none of the ground truth's), in STANDALONE_ROOT/proxyK:
+     a second reference, what a short standalone training ranks without any supernet;
 3. **one-shot quality** of each architecture with the supernet's inherited weights, by each measure
    of `MEASURES`, every architecture on the same --quality_batches validation mini-batches (the
    search's size: `search.validation_batch_multiple` x `train.batch_size` images, batch statistics),
@@ -40,7 +43,8 @@ Stages, each written into --work_dir and skipped when its result exists (an inte
 4. **report**: Kendall tau and Spearman rho between each one-shot measure and the mean standalone
    AP50 of the seeds, and likewise for the zero-cost reference every report carries (`parameters`:
    the trainable weights of each architecture's standalone detector, counted without training or
-   scoring anything: what a one-shot measure has to beat to show the supernet adds anything; with a
+   scoring anything: what a one-shot measure has to beat to show the supernet adds anything; with
+   --proxy_steps also the `proxy` reference, AP50 after that short training; with a
    supernet searched with `search.capacity_weight`, also its search measure, Q plus that weight x
    ln(parameters)), the measure's tau against each seed's AP50 alone (averaged over the seeds),
    and the seed-to-seed tau (averaged over the pairs of seeds: the ceiling a one-shot measure can
@@ -93,6 +97,12 @@ STANDALONE_RESULTS = flags.DEFINE_string(
     "--target_ms, --band, cost model): its standalone AP50 columns are the ground truth (their seeds, not "
     "--standalone_seeds) and nothing is trained standalone: another supernet scored against a recorded ground truth.")
 JOBS = flags.DEFINE_integer("jobs", 2, "Jobs (the supernet's search, standalone trainings) at once, each pinned to one CPU.")
+PROXY_STEPS = flags.DEFINE_integer(
+    "proxy_steps", 0, "> 0: also train each architecture from scratch for this many steps (the standalone recipe, "
+    "warmup a tenth of them, seed --proxy_seed) and rank its AP50 beside the one-shot measures: what a short "
+    "standalone training, no supernet, reaches.")
+PROXY_SEED = flags.DEFINE_integer("proxy_seed", 3, "train.seed of the --proxy_steps trainings: none of the ground "
+                                  "truth's seeds, so that they share no initial weights or data order with it.")
 GROUND_TRUTH_ONLY = flags.DEFINE_bool(
     "ground_truth_only", False, "Only the standalone trainings and how alike their seeds rank the architectures, "
     "with the ceiling that allows: a standalone recipe judged before a supernet is trained against it.")
@@ -193,6 +203,8 @@ MEASURES: Dict[str, Callable[[Scored], float]] = {
 # The zero-cost reference every report ranks beside the one-shot measures: what a measure must beat to
 # show that the supernet adds anything to counting weights.
 PARAMETERS = "parameters"
+# The second reference, with --proxy_steps: AP50 after a short standalone training from scratch.
+PROXY = "proxy"
 # The search's Q with `search.capacity_weight` w: the shipped measure + w ln(parameters in millions).
 CAPACITY_MEASURE = f"{SHIPPED_MEASURE} + capacity"
 
@@ -337,6 +349,23 @@ def recorded_ground_truth(path: str, archs: List[Dict]) -> GroundTruth:
                        f"`{path}`)")
 
 
+def proxy_dir(work_dir: str, name: str) -> str:
+    return os.path.join(standalone_root(work_dir), f"proxy{PROXY_STEPS.value}", f"{name}_seed{PROXY_SEED.value}")
+
+
+def proxy_jobs(work_dir: str, archs: List[Dict], truth_seeds: Sequence[str]) -> List[Optional[Job]]:
+    """Each architecture trained from scratch for --proxy_steps with the standalone recipe (none without);
+    exits when --proxy_seed is one of the ground truth's `truth_seeds`."""
+    if not PROXY_STEPS.value:
+        return []
+    if str(PROXY_SEED.value) in truth_seeds:
+        sys.exit(f"--proxy_seed={PROXY_SEED.value} is a seed of the ground truth: take another")
+    steps = PROXY_STEPS.value
+    overrides = [*STANDALONE_OVERRIDE.value, f"train.steps={steps}", f"train.warmup_steps={steps // 10}",
+                 f"train.checkpoint_every={steps}", f"train.seed={PROXY_SEED.value}"]
+    return [standalone_job(CONFIG.value, arch["arch"], proxy_dir(work_dir, arch["name"]), overrides) for arch in archs]
+
+
 def standalone_jobs(work_dir: str, archs: List[Dict]) -> List[Optional[Job]]:
     return [standalone_job(CONFIG.value, arch["arch"], standalone_dir(work_dir, arch["name"], seed),
                            [*STANDALONE_OVERRIDE.value, f"train.seed={seed}"])
@@ -350,11 +379,12 @@ def rank_correlations(x: Sequence[float], y: Sequence[float]):
 
 
 def report(truth: GroundTruth, archs: List[Dict], scores: Optional[Dict], parameters: Dict[str, float],
-           elapsed_min: float, capacity_weight: float = 0.0) -> str:
+           elapsed_min: float, capacity_weight: float = 0.0, proxy: Optional[Dict[str, float]] = None) -> str:
     """The results file; `scores` None: the standalone ground truth alone (--ground_truth_only);
     `parameters` (`parameter_counts`): the zero-cost reference, ranked in either case; `capacity_weight`:
     the supernet's `search.capacity_weight`, whose search measure is then the shipped one plus that
-    weight x ln(parameters)."""
+    weight x ln(parameters); `proxy`: {arch name: AP50 after --proxy_steps from scratch}, ranked as a
+    second reference when given."""
     from mobiledets_tf.benchmark.local import cpu_name, vector_extensions
     seeds, standalone = truth.seeds, truth.ap50
     measures = list(MEASURES) if scores else []
@@ -378,11 +408,12 @@ def report(truth: GroundTruth, archs: List[Dict], scores: Optional[Dict], parame
              f"CPU: {cpu_name()} ({os.cpu_count()} CPUs), vector extensions: {vector_extensions()}  ",
              f"wall time of this invocation: {elapsed_min:.0f} min", "",
              f"{ARCHITECTURE_HEADER} {PARAMETERS} | " + "".join(f"{m} | " for m in measures) +
-             " | ".join(f"standalone AP50 seed {s}" for s in seeds) + " |",
-             "|---|---|---|" + "---|" * (len(measures) + len(seeds))]
+             (f"{PROXY} | " if proxy else "") + " | ".join(f"standalone AP50 seed {s}" for s in seeds) + " |",
+             "|---|---|---|" + "---|" * (len(measures) + bool(proxy) + len(seeds))]
     for arch in archs:
         lines.append(f"| {arch['name']} | {arch['predicted_ms']:.2f} | {parameters[arch['name']]:.4f} | " +
                      "".join(f"{scores[arch['name']][m]:.4f} | " for m in measures) +
+                     (f"{proxy[arch['name']]:.4f} | " if proxy else "") +
                      " | ".join(f"{v:.3f}" for v in standalone[arch["name"]]) + " |")
     lines += ["", "| ranking | Kendall tau | Spearman rho | Kendall tau against one seed (mean over seeds) |",
               "|---|---|---|---|"]
@@ -401,6 +432,9 @@ def report(truth: GroundTruth, archs: List[Dict], scores: Optional[Dict], parame
                                     [scores[a["name"]][measure] for a in archs])
     ranking_row(f"{PARAMETERS} (zero-cost reference: millions of trainable weights, no supernet)",
                 [parameters[a["name"]] for a in archs])
+    if proxy:
+        ranking_row(f"{PROXY} (reference: AP50 after {PROXY_STEPS.value} standalone steps from scratch, seed "
+                    f"{PROXY_SEED.value}, no supernet)", [proxy[a["name"]] for a in archs])
     if len(seeds) > 1:
         pairs = list(itertools.combinations(by_seed, 2))
         correlations = [rank_correlations(first, second) for first, second in pairs]
@@ -439,18 +473,21 @@ def main(argv):
         sys.exit("--ground_truth_only needs two --standalone_seeds or more")
     if NUM_ARCHS.value < 3:
         sys.exit("--num_archs must be at least 3 for a rank correlation")
+    if PROXY_STEPS.value < 0:
+        sys.exit("--proxy_steps must be 0 (none) or more")
     started, work_dir = time.time(), WORK_DIR.value
     archs = architectures(work_dir, search_config())
     recorded = recorded_ground_truth(STANDALONE_RESULTS.value, archs) if STANDALONE_RESULTS.value else None
     if not recorded:
         claim_standalone_root(work_dir, archs)
     jobs = [None if GROUND_TRUTH_ONLY.value else supernet_job(work_dir),
-            *([] if recorded else standalone_jobs(work_dir, archs))]
+            *([] if recorded else standalone_jobs(work_dir, archs)), *proxy_jobs(work_dir, archs, recorded.seeds if recorded else STANDALONE_SEEDS.value)]
     run_pinned([job for job in jobs if job], JOBS.value)
     scores = None if GROUND_TRUTH_ONLY.value else one_shot_scores(work_dir, supernet_config(), archs)
+    proxy = {a["name"]: standalone_ap50(proxy_dir(work_dir, a["name"])) for a in archs} if PROXY_STEPS.value else None
     text = report(recorded or trained_ground_truth(work_dir, archs), archs, scores,
                   parameter_counts(standalone_config(), archs), (time.time() - started) / 60,
-                  supernet_config().search.capacity_weight if scores else 0.0)
+                  supernet_config().search.capacity_weight if scores else 0.0, proxy)
     write_results(NAME.value, text)
 
 

@@ -453,6 +453,30 @@ def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
     moved = [{**archs[0], "predicted_ms": archs[0]["predicted_ms"] + 0.1}]
     with pytest.raises(SystemExit, match=f"{archs[0]['name']} .* is predicted at .* there: it holds other"):
         ranking.recorded_ground_truth(str(recorded_path), moved)
+    # --proxy_steps: each architecture trained from scratch that long under a seed none of the ground
+    # truth's, its AP50 ranked as a second reference.
+    assert ranking.proxy_jobs(str(work), archs, recorded.seeds) == []
+    flags.FLAGS.proxy_steps = 30
+    try:
+        jobs = ranking.proxy_jobs(str(work), archs, recorded.seeds)
+        first_dir = ranking.proxy_dir(str(work), name)
+        with pytest.raises(SystemExit, match="--proxy_seed=3 is a seed of the ground truth"):
+            ranking.proxy_jobs(str(work), archs, ["0", "3"])
+        proxy = {a["name"]: ap for a, ap in zip(archs, [0.05, 0.01, 0.03])}
+        with_proxy = ranking.report(recorded, archs, None, parameters, 1.0, proxy=proxy)
+    finally:
+        flags.FLAGS.proxy_steps = 0
+    assert len(jobs) == 3
+    script = jobs[0][1][-1]
+    assert first_dir.endswith(os.path.join("standalone", "proxy30", f"{name}_seed3"))
+    assert f"--model_dir={first_dir} " in script and f"archs/{name}.yaml" in script
+    assert script.split("--override=")[1].split()[0].endswith(
+        "train.steps=30,train.warmup_steps=3,train.checkpoint_every=30,train.seed=3")
+    recorded_mean = [np.mean(recorded.ap50[a["name"]]) for a in archs]
+    tau = stats.kendalltau(list(proxy.values()), recorded_mean).statistic
+    assert (f"| proxy (reference: AP50 after 30 standalone steps from scratch, seed 3, no supernet) | {tau:.3f} |"
+            in with_proxy)
+    assert f"| {name} | {archs[0]['predicted_ms']:.2f} | {parameters[name]:.4f} | 0.0500 | {ap50[name, '0']:.3f} |" in with_proxy
     with pytest.raises(SystemExit, match="no architecture table"):
         ranking.recorded_ground_truth(str(tmp_path / "ranking" / "oneshot.json"), archs)
 

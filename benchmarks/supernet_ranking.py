@@ -480,8 +480,9 @@ def main(argv):
     recorded = recorded_ground_truth(STANDALONE_RESULTS.value, archs) if STANDALONE_RESULTS.value else None
     if not recorded:
         claim_standalone_root(work_dir, archs)
+    truth_seeds = recorded.seeds if recorded else STANDALONE_SEEDS.value
     jobs = [None if GROUND_TRUTH_ONLY.value else supernet_job(work_dir),
-            *([] if recorded else standalone_jobs(work_dir, archs)), *proxy_jobs(work_dir, archs, recorded.seeds if recorded else STANDALONE_SEEDS.value)]
+            *([] if recorded else standalone_jobs(work_dir, archs)), *proxy_jobs(work_dir, archs, truth_seeds)]
     run_pinned([job for job in jobs if job], JOBS.value)
     scores = None if GROUND_TRUTH_ONLY.value else one_shot_scores(work_dir, supernet_config(), archs)
     proxy = {a["name"]: standalone_ap50(proxy_dir(work_dir, a["name"])) for a in archs} if PROXY_STEPS.value else None

@@ -130,8 +130,10 @@ def test_calibrated_standalone_detector_infers_as_the_supernet_does_with_batch_s
     images = _images(batch=4, seed=5)
     expected = supernet(images, indices)
     calibrated = standalone_from_supernet(supernet, indices, calibration_images=images)
+    # The last feature maps hold 4 values per channel here: inference and training mode round apart by
+    # up to about 4e-4 there; statistics with Bessel's correction would be off by up to 0.4.
     for got, want in zip(calibrated.model(images, training=False), expected):
-        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=2e-3, rtol=1e-3)
     uncalibrated = standalone_from_supernet(supernet, indices).model(images, training=False)
     assert not np.allclose(uncalibrated[1].numpy(), expected[1].numpy(), atol=1e-2)
     settings = {(layer.momentum, layer.fused) for layer in calibrated.model.submodules

@@ -79,6 +79,10 @@ def _batch(detector, batch_size=2, seed=0):
 @pytest.mark.parametrize("input_size", [320, 256])
 @pytest.mark.parametrize("arch", ALL_ARCHITECTURES)
 def test_forward_pass_and_one_gradient_step(arch, input_size):
+    # One fixed draw of the weights: an unseeded draw leaves every unit of a narrow squeeze-excite
+    # reduce layer (MnasNet-A1's has 6) below zero for both noise images about once in 64 draws,
+    # and its ReLU then passes no gradient to that layer.
+    keras.utils.set_random_seed(0)
     detector = SSDLiteDetector(arch, num_classes=5, input_size=input_size)
     assert detector.model.input_shape == (None, input_size, input_size, 3)
     images, gt_boxes, gt_classes = _batch(detector)

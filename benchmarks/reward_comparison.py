@@ -38,11 +38,10 @@ import yaml
 from absl import app, flags
 
 from mobiledets_tf.search.rewards import REWARDS
-from pinned_jobs import (QUICKSTART_SEARCH, RECIPE, STANDALONE_RECIPE, Job, architectures_near_target, binary,
-                         markdown_table, repository_path, run_pinned, standalone_ap50, standalone_job, write_results)
+from pinned_jobs import (QUICKSTART_SEARCH, STANDALONE_RECIPE, Job, architectures_near_target, binary, repository_path,
+                         run_pinned, standalone_ap50, standalone_job, write_results)
+from ranking_reports import RANDOM, read_results_table
 from seed_statistics import seed_noise
-
-RANDOM = "random"   # the group of random architectures in the keys and the report
 
 WORK_DIR = flags.DEFINE_string("work_dir", "runs/reward_comparison", "Where searches, models and measurements go.")
 CONFIG = flags.DEFINE_string("config", QUICKSTART_SEARCH, "Search config (also the standalone recipe's base).")
@@ -112,32 +111,24 @@ def random_keys(archs: List[Dict]) -> Dict[str, Tuple[str, str]]:
     return {row["name"]: (RANDOM, row["name"][len(RANDOM) + 1:]) for row in archs}
 
 
-RESULTS_HEADER = "| reward | seed | predicted ms |"
-
-
 def recorded_random(path: str, archs: List[Dict]) -> Dict[str, List[float]]:
     """The AP50 per seed of the random rows of a report of this benchmark (`report`'s first table); exits
     when it lacks one of `archs`, predicts its latency otherwise, or trained with another recipe or other
     seeds."""
-    with open(path) as f:
-        lines = f.read().splitlines()
-    header, columns, table = markdown_table(lines, RESULTS_HEADER)
-    if header < 0:
-        sys.exit(f"{path}: no table of searched and random architectures (not a report of this benchmark)")
-    seeds = columns[-1][len("per seed ("):-1].split(", ")
-    recipe = RECIPE.search("\n".join(lines[:header]))
-    if seeds != STANDALONE_SEEDS.value or not recipe or recipe.group(1) != ",".join(STANDALONE_OVERRIDE.value):
-        sys.exit(f"{path}: trained under seeds {', '.join(seeds)} with "
-                 f"{recipe.group(0) if recipe else 'an unnamed recipe'}, not seeds {', '.join(STANDALONE_SEEDS.value)} "
-                 f"with standalone overrides `{','.join(STANDALONE_OVERRIDE.value)}`")
-    rows = {f"{RANDOM}_{row[1]}": row for row in table if row[0] == RANDOM}
+    table = read_results_table(path)
+    if table.seeds != STANDALONE_SEEDS.value or table.recipe != ",".join(STANDALONE_OVERRIDE.value):
+        recipe = f"standalone overrides `{table.recipe}`" if table.recipe else "an unnamed recipe"
+        sys.exit(f"{path}: trained under seeds {', '.join(table.seeds)} with {recipe}, not seeds "
+                 f"{', '.join(STANDALONE_SEEDS.value)} with standalone overrides `{','.join(STANDALONE_OVERRIDE.value)}`")
+    rows = {f"{RANDOM}_{row[1]}": row for row in table.rows if row[0] == RANDOM}
     for arch in archs:
         row = rows.get(arch["name"])
         if row is None or abs(float(row[2]) - arch["predicted_ms"]) > 0.006:
             found = f"predicted at {row[2]} ms" if row else "missing"
             sys.exit(f"{path}: {arch['name']} (predicted at {arch['predicted_ms']:.2f} ms here) is {found} there: "
                      "it holds other architectures (another --random_seed, --random_band, --target_ms or cost model)")
-    return {a["name"]: [float(v) for v in rows[a["name"]][-1].split(" / ")] for a in archs}
+    ap50 = table.ap50_per_seed(RANDOM)
+    return {a["name"]: ap50[a["name"]] for a in archs}
 
 
 def found_arch(work_dir: str, key: str) -> str:

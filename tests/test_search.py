@@ -506,6 +506,46 @@ def test_ground_truth_ceiling_matches_simulated_trainings():
     assert alike.spread == 0.0 and alike.tau_mean == alike.tau_seed_pair == 0.0
 
 
+def test_selection_power_simulates_best_of_n_searches_against_the_random_group(tmp_path):
+    """The simulation's searches against order statistics of the normal, its tau-to-correlation
+    conversion against the ground truth's ceiling, and its refusal of reports of other recipes."""
+    power = _benchmark("selection_power")
+    rng = np.random.default_rng(0)
+    ceiling = power.Ceiling(spread=0.05, noise=0.04, seed_offset=0.0, tau_mean=0.0, tau_seed_pair=0.0)
+    simulate = lambda correlation, n, threshold=0.6: power.simulate(  # noqa: E731
+        ceiling, 0.6, 3, correlation, n, 3, 6, threshold, 20000, rng)
+    assert simulate(1.0, 1).found_ap50 == pytest.approx(0.6, abs=0.002)      # one candidate: nothing chosen
+    assert simulate(0.0, 100).found_ap50 == pytest.approx(0.6, abs=0.002)    # a signal of chance chooses nothing
+    # A perfect signal finds the best of 100: the expected maximum of 100 standard normals is 2.5076.
+    assert simulate(1.0, 100).found_ap50 == pytest.approx(0.6 + 0.05 * 2.5076, abs=0.002)
+    assert simulate(0.5, 100).found_ap50 == pytest.approx(0.6 + 0.5 * 0.05 * 2.5076, abs=0.002)
+    assert simulate(1.0, 100, threshold=0.5).pass_recorded == 1.0 and simulate(1.0, 100, threshold=0.9).pass_recorded == 0
+    fresh = [simulate(c, 30).pass_fresh for c in (0.0, 0.5, 1.0)]
+    assert fresh == sorted(fresh) and fresh[0] < 0.3 < 0.8 < fresh[2]
+    # Kendall tau against the mean of the seeds: a noise-free measure's tau there (the ceiling) is a
+    # correlation of 1 with the true AP50; beyond it no signal can rank.
+    from scipy import stats
+    true = 0.6 + 0.05 * rng.standard_normal(20000)
+    mean_of_seeds = true + 0.04 / np.sqrt(3) * rng.standard_normal(20000)
+    tau_ceiling = stats.kendalltau(true[:4000], mean_of_seeds[:4000]).statistic
+    ceiling = ceiling._replace(tau_mean=tau_ceiling)
+    assert power.signal_correlation(tau_ceiling, ceiling, 3) == pytest.approx(1.0, abs=0.03)
+    assert power.signal_correlation(0.0, ceiling, 3) == 0.0 and power.signal_correlation(0.95, ceiling, 3) is None
+    half = 0.5 * true + np.sqrt(0.75) * 0.05 * rng.standard_normal(20000)   # correlation 0.5 with the truth
+    tau_half = stats.kendalltau(half[:4000], mean_of_seeds[:4000]).statistic
+    assert power.signal_correlation(tau_half, ceiling, 3) == pytest.approx(0.5, abs=0.04)
+
+    results = os.path.join(os.path.dirname(power.__file__), "results")
+    text = power.report([os.path.join(results, "supernet_ranking.md")], os.path.join(results, "searched_vs_random.md"),
+                        [0.2], [5], searches=3, trials=200, seed=0)
+    assert "| 0.20 |" in text and "(the ceiling) | 1.00 |" in text and "threshold 0.673" in text
+    other = tmp_path / "other.md"
+    with open(os.path.join(results, "supernet_ranking.md")) as f:
+        other.write_text(f.read().replace("train.steps=2000", "train.steps=1000"))
+    with pytest.raises(SystemExit, match="different recipes or seeds"):
+        power.pooled_ground_truth([str(other)], os.path.join(results, "searched_vs_random.md"))
+
+
 def test_reward_comparison_scores_each_architecture_by_its_mean_over_the_standalone_seeds(tmp_path):
     import statistics
 

@@ -1,6 +1,6 @@
 """Benchmark report: how well a quality signal must rank architectures for a search to beat random.
 
-    python benchmarks/selection_power.py      # a minute: reads the committed reports, simulates
+    python benchmarks/selection_power.py      # under a minute: reads the committed reports, simulates
 
 The acceptance line of the searched-vs-random comparison (`reward_comparison.py`) asks the mean
 standalone AP50 of three searches' architectures to exceed the random group's mean by one standard

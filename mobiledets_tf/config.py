@@ -124,6 +124,9 @@ class SearchConfig(base_config.Config):
     warmup: float = 0.25                 # share of the steps with op and filter warmup
     baseline_momentum: float = 0.95
     controller_steps: int = 0            # then steps of the controller alone on the frozen supernet
+    finalists: int = 0                   # > 0: train this many of the controller's architectures briefly
+    finalist_steps: int = 500            # and keep the best (search/finalists.py): steps of each,
+    finalist_band: float = 0.03          # all predicted within this relative band of the target
     seed: int = 0                        # architecture sampling
 
 
@@ -148,11 +151,13 @@ _CHOICES = {
 _POSITIVE = ("model.input_size", "model.num_classes", "model.depth_multiplier", "train.batch_size",
              "train.steps", "train.checkpoint_every", "train.log_every", "eval.batch_size",
              "data.max_boxes", "data.builtin.num_train", "data.builtin.num_val", "data.builtin.max_objects",
-             "search.validation_batch_multiple", "search.rl_boost", "search.baseline_momentum")
+             "search.validation_batch_multiple", "search.rl_boost", "search.baseline_momentum",
+             "search.finalist_steps")
 _NON_NEGATIVE = ("search.quality_max_detections", "search.controller_steps", "search.capacity_weight",
-                 "train.qat_range_batches")
+                 "search.finalists", "train.qat_range_batches")
 _NEGATIVE = ("search.reward_beta", "search.reward_exponent")   # a penalty on being slow
-_FRACTION = ("model.match_threshold", "data.builtin.min_object_size", "data.builtin.max_object_size")
+_FRACTION = ("model.match_threshold", "data.builtin.min_object_size", "data.builtin.max_object_size",
+             "search.finalist_band")
 
 
 def _float_or_text(text: str):

@@ -138,6 +138,66 @@ def test_search_writes_an_architecture_of_the_space(tiny_data_dir, space_path, c
     assert row["architecture"] == name and row["median_ms"] > 0, timed.stdout
 
 
+def test_finalists_are_distinct_controller_draws_within_the_band():
+    from mobiledets_tf.search.finalists import draw_finalists
+    pool = [[0, 0], [0, 1], [1, 0], [1, 1]]
+    latency = {(0, 0): 10.0, (0, 1): 10.4, (1, 0): 13.0, (1, 1): 9.8}   # (1, 0) lies 30% off a 10 ms target
+    sample = lambda rng: pool[rng.integers(len(pool))]  # noqa: E731
+    drawn = draw_finalists(sample, [0, 1], lambda i: latency[tuple(i)], 10.0, 0.05, 3, seed=0)
+    assert drawn[0].indices == [0, 1] and drawn[0].predicted_ms == 10.4   # the controller's pick first
+    assert sorted(map(tuple, (f.indices for f in drawn))) == [(0, 0), (0, 1), (1, 1)]
+    assert [f.name for f in drawn] == ["finalist_00", "finalist_01", "finalist_02"] and drawn[0].ap50 is None
+    fewer = draw_finalists(sample, [1, 0], lambda i: latency[tuple(i)], 10.0, 0.05, 10, seed=0, max_draws=200)
+    assert len(fewer) == 3 and [1, 0] not in [f.indices for f in fewer]   # out of the band, and no more exist
+
+
+@pytest.mark.slow
+def test_the_finalist_stage_keeps_the_best_finalist_and_resumes(tiny_data_dir, space_path, cost_model_path,
+                                                                tmp_path, monkeypatch):
+    """Two finalists trained for 2 steps and scored by the stage itself; then, with the training
+    replaced by fixed scores, the choice of the best (the first of equal scores) and the resumption."""
+    from mobiledets_tf.search import finalists as finalists_lib
+    model_dir = tmp_path / "search"
+    cost = CostModel.load(cost_model_path)
+    space = load_space(space_path, "edgetpu")
+    target = float(cost.expected(space, [np.full(len(d.choices), 1 / len(d.choices)) for d in space.decisions]))
+    config = search_config(tmp_path, 2, space_path, rl_delay=0, warmup=0, finalists=2, finalist_steps=2,
+                           finalist_band=1.0)
+    run = run_binary("search", f"--config={config}", f"--model_dir={model_dir}", f"--cost_model={cost_model_path}",
+                     f"--target_ms={target}")
+    record = json.loads((model_dir / "finalists.json").read_text())
+    assert len(record["finalists"]) == 2 and record["steps"] == 2
+    chosen = max(record["finalists"], key=lambda f: f["ap50"])
+    assert record["chosen"] == chosen["name"] and f"{chosen['name']}: predicted" in run.stdout
+    for finalist in record["finalists"]:
+        trained = model_dir / "finalists" / finalist["name"]
+        assert (trained / "ckpt-2.index").exists() and (trained / "eval" / "metrics.json").exists()
+        metrics = json.loads((trained / "eval" / "metrics.json").read_text())
+        assert finalist["ap50"] == pytest.approx(metrics["AP50"])
+    searched = json.loads((model_dir / "searched_arch.json").read_text())
+    controller = json.loads((model_dir / "controller_arch.json").read_text())
+    assert searched["indices"] == chosen["indices"] and searched["finalist_ap50"] == chosen["ap50"]
+    assert controller["indices"] == record["finalists"][0]["indices"]   # the controller's pick is the first
+    assert space.indices_of(load_arch(str(model_dir / "searched_arch.yaml"))) == chosen["indices"]
+
+    # The choice and the resumption, the training replaced by fixed scores.
+    scores = iter([0.1, 0.3, 0.3])
+    monkeypatch.setattr(finalists_lib, "train_and_score", lambda config, model_dir, strategy: next(scores))
+    loop = tunas.SearchLoop(SearchTask(load_config(str(model_dir / "config.yaml")), tf.distribute.get_strategy()),
+                            cost, str(model_dir))
+    loop.restore()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.yaml").write_text((model_dir / "config.yaml").read_text().replace("finalists: 2", "finalists: 3"))
+    chosen, drawn = finalists_lib.run_finalists(space, loop.controller, loop.predicted_ms, str(other),
+                                                tf.distribute.get_strategy(), "searched", "synthetic")
+    assert [f.ap50 for f in drawn] == [0.1, 0.3, 0.3] and chosen.name == "finalist_01"
+    assert json.loads((other / "finalists.json").read_text())["chosen"] == "finalist_01"
+    again, _ = finalists_lib.run_finalists(space, loop.controller, loop.predicted_ms, str(other),
+                                           tf.distribute.get_strategy(), "searched", "synthetic")
+    assert again == chosen   # every finalist scored: nothing trained again (the scores would have run out)
+
+
 def test_each_reward_is_what_the_controller_learns_from(tiny_data_dir, space_path, cost_model_path, tmp_path,
                                                        monkeypatch):
     # Q is pinned to 0.5 (a few steps on tiny data detect nothing, and Q = 0 zeroes MnasNet's rewards);

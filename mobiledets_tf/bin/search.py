@@ -10,8 +10,13 @@ Trains the shared weights of the supernet of --space/--platform and the controll
 losses, quality Q, cost, reward and each decision's probabilities go to `search/`. At the end it
 writes `searched_arch.yaml` (the controller's most likely architecture, an ArchSpec that
 `mobiledets-train --arch=...` accepts) and `searched_arch.json` (its choices, predicted latency and
-the final probabilities). `--random_baseline=N` instead writes N random architectures of the space
-predicted near the target, the baseline a searched architecture is compared with.
+the final probabilities). With `search.finalists=N` the search ends with a finalist stage
+(search/finalists.py): N architectures of the controller's final distribution near the target,
+each trained from scratch for `search.finalist_steps` and scored on the validation split; the best
+becomes `searched_arch.yaml`, the controller's pick is kept as `controller_arch.yaml`, and
+`finalists.json` lists every finalist's AP50. `--random_baseline=N` instead writes N random
+architectures of the space predicted near the target, the baseline a searched architecture is
+compared with.
 """
 import json
 import os
@@ -21,6 +26,7 @@ from absl import app, flags, logging
 
 import mobiledets_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from mobiledets_tf import fileio
+from mobiledets_tf.arch import ArchSpecError
 from mobiledets_tf.bin import common
 from mobiledets_tf.config import ConfigError, save_config
 from mobiledets_tf.search.cost_model import CostModel, CostModelError
@@ -75,6 +81,25 @@ def write_random_baseline(config, cost_model) -> None:
                                              "architectures": records}, indent=2) + "\n")
 
 
+def choose_among_finalists(loop, strategy):
+    """The finalist stage (search/finalists.py) after the search: the controller's pick is kept as
+    controller_arch.yaml/json, the chosen finalist becomes searched_arch.yaml/json."""
+    from mobiledets_tf.search.finalists import run_finalists
+    from mobiledets_tf.search.tunas import architecture_name
+
+    s = loop.config.search
+    controller_pick = loop.write_result(stem="controller_arch", how=" (the controller's most likely architecture)")
+    chosen, finalists = run_finalists(loop.space, loop.controller, loop.predicted_ms, MODEL_DIR.value, strategy,
+                                      architecture_name("searched", loop.space, s.target_ms),
+                                      loop.cost_model.describe())
+    print(f"finalists: {os.path.join(MODEL_DIR.value, 'finalists.json')}\n" + "\n".join(
+        f"  {f.name}: predicted {f.predicted_ms:.2f} ms, AP50 {f.ap50:.4f}" + (" (chosen)" if f is chosen else "")
+        for f in finalists))
+    return loop.write_result(chosen.indices, how=f", the best of {len(finalists)} finalists by AP50 after "
+                             f"{s.finalist_steps} standalone steps", finalist=chosen.name,
+                             finalist_ap50=chosen.ap50, controller_arch=controller_pick.arch_path)
+
+
 def main(argv):
     del argv
     from mobiledets_tf.search.random_search import NoArchitectureNearTarget
@@ -112,7 +137,11 @@ def main(argv):
     save_config(config, os.path.join(MODEL_DIR.value, "config.yaml"))
     try:
         result = loop.run()
+        if config.search.finalists:
+            result = choose_among_finalists(loop, strategy)
     except TrainingDivergedError as e:
+        sys.exit(f"mobiledets-search: {e}")
+    except (ConfigError, ArchSpecError, ValueError) as e:
         sys.exit(f"mobiledets-search: {e}")
     print(f"searched architecture: {result.arch_path} (predicted {result.predicted_ms:.2f} ms, target "
           f"{config.search.target_ms:g} ms)\nchoices and probabilities: {result.json_path}\n"

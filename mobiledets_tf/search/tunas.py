@@ -242,23 +242,27 @@ class SearchLoop:
                 for label, p in zip(decision.labels, probabilities):
                     tf.summary.scalar(f"probabilities/{decision.tag}/{label}", p, step=step)
 
-    def write_result(self) -> SearchResult:
-        """The argmax architecture as an ArchSpec file and a JSON record with its predicted latency."""
-        indices = self.controller.argmax()
+    def write_result(self, indices: Optional[List[int]] = None, stem: str = "searched_arch", how: str = "",
+                     **extra) -> SearchResult:
+        """An architecture (the controller's most likely one unless `indices` are given) as an ArchSpec
+        file STEM.yaml and a JSON record STEM.json with its predicted latency, the controller's state
+        and `extra`; `how` tells in the ArchSpec's description how it was chosen."""
+        indices = self.controller.argmax() if indices is None else list(indices)
         predicted = self.predicted_ms(indices)
         s = self.config.search
         arch = self.space.to_arch_spec(
             indices, name=architecture_name("searched", self.space, s.target_ms),
-            description=f"TuNAS search over {self.space.tag}, target {s.target_ms:g} ms, predicted "
+            description=f"TuNAS search over {self.space.tag}{how}, target {s.target_ms:g} ms, predicted "
                         f"{predicted:.2f} ms ({self.cost_model.describe()})")
-        arch_path = os.path.join(self.model_dir, "searched_arch.yaml")
+        arch_path = os.path.join(self.model_dir, f"{stem}.yaml")
         arch.save(arch_path)
         record = json.loads(self.space.to_json(indices))
+        record.update(extra)
         record.update(predicted_ms=predicted, target_ms=s.target_ms, step=self.step,
                       controller_steps=int(self.controller_steps_done.numpy()),
                       cost_model=self.cost_model.describe(),
                       probabilities={d.tag: dict(zip(d.labels, map(float, p)))
                                      for d, p in zip(self.space.decisions, self.controller.probabilities())})
-        json_path = os.path.join(self.model_dir, "searched_arch.json")
+        json_path = os.path.join(self.model_dir, f"{stem}.json")
         write_text_atomically(json_path, json.dumps(record, indent=2) + "\n")
         return SearchResult(indices, predicted, arch_path, json_path)

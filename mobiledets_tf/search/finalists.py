@@ -1,0 +1,134 @@
+"""The search's last stage: a short standalone training of finalists in place of the one-shot pick.
+
+On small detection data the supernet's one-shot quality orders architectures of one latency only
+loosely, while a few hundred standalone steps from scratch order them better
+(benchmarks/results/supernet_ranking*_proxy*.md). With `search.finalists` N > 0, `mobiledets-search`
+ends with this stage: it draws N distinct architectures from the controller's final distribution
+(its most likely one first) whose predicted latency lies within `search.finalist_band` of the
+target, trains each from scratch for `search.finalist_steps` with the search's own training
+recipe (warmup a tenth of the steps), scores it on the validation split as `mobiledets-eval` does,
+and keeps the one of the highest AP50 (the earlier drawn on a tie). Every finalist trains into its
+own folder under `finalists/` and is skipped once scored, so the stage resumes where it stopped.
+"""
+import dataclasses
+import json
+import os
+from typing import Callable, List, Optional, Tuple
+
+import numpy as np
+from absl import logging
+
+from mobiledets_tf import fileio
+from mobiledets_tf.config import ExperimentConfig, load_config
+
+FINALISTS_DIR = "finalists"
+FINALISTS_JSON = "finalists.json"
+
+
+@dataclasses.dataclass
+class Finalist:
+    name: str
+    indices: List[int]
+    predicted_ms: float
+    ap50: Optional[float] = None   # after the short training; None until then
+
+
+def draw_finalists(sample: Callable[[np.random.Generator], List[int]], first: List[int],
+                   predict: Callable[[List[int]], float], target_ms: float, band: float, num: int, seed: int,
+                   max_draws: int = 20000) -> List[Finalist]:
+    """Up to `num` distinct architectures within `band` of `target_ms`: `first` (the controller's most
+    likely) when it lies there, then draws of `sample`; fewer when `max_draws` draws find no more (a
+    controller that has converged on few architectures)."""
+    rng = np.random.default_rng(seed)
+    found, seen = [], set()
+
+    def consider(indices: List[int]) -> None:
+        predicted = predict(indices)
+        if tuple(indices) not in seen and abs(predicted / target_ms - 1) <= band:
+            seen.add(tuple(indices))
+            found.append(Finalist(f"finalist_{len(found):02d}", list(indices), predicted))
+
+    consider(first)
+    for _ in range(max_draws):
+        if len(found) >= num:
+            break
+        consider(sample(rng))
+    return found[:num]
+
+
+def finalist_config(config_path: str, arch_path: str, steps: int) -> ExperimentConfig:
+    """The search's recipe (its saved config) training `arch_path` from scratch for `steps`."""
+    return load_config(config_path, [f"model.arch={arch_path!r}", f"train.steps={steps}",
+                                     f"train.warmup_steps={steps // 10}", f"train.checkpoint_every={steps}",
+                                     "train.eval_every=0"])
+
+
+def train_and_score(config: ExperimentConfig, model_dir: str, strategy) -> float:
+    """Trains `config`'s detector into `model_dir` (resuming) and returns its AP50 on the validation
+    split, written to model_dir/eval/metrics.json as `mobiledets-eval` writes it."""
+    from mobiledets_tf.config import save_config
+    from mobiledets_tf.evaluation.keras_eval import evaluate_predict_fn, keras_predict_fn, restore_detector
+    from mobiledets_tf.keras import keras
+    from mobiledets_tf.models.checkpoints import checkpoint_location
+    from mobiledets_tf.training.loop import TrainingLoop
+    from mobiledets_tf.training.task import DetectionTask
+
+    keras.backend.clear_session()
+    task = DetectionTask(config, strategy)
+    fileio.makedirs(model_dir)
+    save_config(config, os.path.join(model_dir, "config.yaml"))
+    task.detector.arch.save(os.path.join(model_dir, "arch.json"))
+    TrainingLoop(task, model_dir).run()
+    detector = restore_detector(config, checkpoint_location("", model_dir))
+    metrics = evaluate_predict_fn(keras_predict_fn(detector, config.eval), config, task.data,
+                                  os.path.join(model_dir, "eval"), progress=False)
+    return float(metrics["AP50"])
+
+
+def run_finalists(space, controller, predict: Callable[[List[int]], float], model_dir: str, strategy,
+                  arch_name: str, cost_model_description: str) -> Tuple[Finalist, List[Finalist]]:
+    """The finalist stage of a finished search in `model_dir` (its config.yaml holds the search's
+    settings): (the chosen finalist, all finalists), written to finalists.json with their AP50."""
+    config_path = os.path.join(model_dir, "config.yaml")
+    config = load_config(config_path)
+    s = config.search
+    record_path = os.path.join(model_dir, FINALISTS_JSON)
+    if fileio.exists(record_path):
+        with fileio.open_file(record_path) as f:
+            finalists = [Finalist(**row) for row in json.load(f)["finalists"]]
+    else:
+        finalists = draw_finalists(controller.sample, controller.argmax(), predict, s.target_ms,
+                                   s.finalist_band, s.finalists, s.seed)
+    if not finalists:
+        raise ValueError(f"no architecture of the controller's distribution is predicted within "
+                         f"{100 * s.finalist_band:g}% of {s.target_ms:g} ms: widen search.finalist_band")
+    if len(finalists) < s.finalists:
+        logging.warning("The controller's distribution holds only %d distinct architectures within %g%% of "
+                        "the target: %d finalists instead of %d", len(finalists), 100 * s.finalist_band,
+                        len(finalists), s.finalists)
+
+    def write(chosen: Optional[Finalist] = None) -> None:
+        fileio.write_text_atomically(record_path, json.dumps(
+            {"steps": s.finalist_steps, "band": s.finalist_band, "target_ms": s.target_ms,
+             "chosen": chosen.name if chosen else None,
+             "finalists": [dataclasses.asdict(f) for f in finalists]}, indent=2) + "\n")
+
+    write()
+    for k, finalist in enumerate(finalists):
+        if finalist.ap50 is not None:
+            continue
+        finalist_dir = os.path.join(model_dir, FINALISTS_DIR, finalist.name)
+        arch_path = os.path.join(model_dir, FINALISTS_DIR, f"{finalist.name}.yaml")
+        space.to_arch_spec(finalist.indices, name=f"{arch_name}_{finalist.name}",
+                           description=f"finalist {k} of a search over {space.tag}, target {s.target_ms:g} ms, "
+                                       f"predicted {finalist.predicted_ms:.2f} ms ({cost_model_description})"
+                           ).save(arch_path)
+        logging.info("Finalist %d of %d (predicted %.2f ms): %d steps from scratch", k + 1, len(finalists),
+                     finalist.predicted_ms, s.finalist_steps)
+        finalist.ap50 = train_and_score(finalist_config(config_path, arch_path, s.finalist_steps), finalist_dir,
+                                        strategy)
+        logging.info("Finalist %d of %d: AP50 %.4f", k + 1, len(finalists), finalist.ap50)
+        write()
+    chosen = max(finalists, key=lambda f: f.ap50)   # max keeps the first of equal values
+    write(chosen)
+    return chosen, finalists

@@ -83,7 +83,7 @@ def simulate(ceiling: Ceiling, mean: float, seeds: int, correlation: float, cand
 
 
 def pooled_ground_truth(ranking_reports: Sequence[str], random_results: str):
-    """([architecture][seed] AP50 of every architecture of the reports, {random name: mean over seeds},
+    """([architecture][seed] AP50 of every distinct architecture of the reports, {random name: mean over seeds},
     seeds); exits when the reports trained with other recipes or seeds."""
     random_table = read_results_table(random_results)
     rows, recipes = list(random_table.ap50_per_seed(RANDOM).values()), {random_results: (random_table.recipe,
@@ -95,6 +95,9 @@ def pooled_ground_truth(ranking_reports: Sequence[str], random_results: str):
         recipe = RECIPE.search(table.preamble)
         recipes[path] = (recipe.group(1) if recipe else "", table.seeds)
         rows += [row.ap50 for row in table.rows.values()]
+    # A ranking set and the random group drawn with the same seed share their first architectures: the
+    # same architecture trained under the same seeds gives the same AP50 to the last digit; counted once.
+    rows = list({tuple(row): row for row in rows}.values())
     if len(set(map(str, recipes.values()))) > 1:
         sys.exit("the reports trained with different recipes or seeds: " +
                  "; ".join(f"{p}: `{r}` seeds {', '.join(s)}" for p, (r, s) in recipes.items()))

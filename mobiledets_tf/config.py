@@ -124,8 +124,9 @@ class SearchConfig(base_config.Config):
     warmup: float = 0.25                 # share of the steps with op and filter warmup
     baseline_momentum: float = 0.95
     controller_steps: int = 0            # then steps of the controller alone on the frozen supernet
-    finalists: int = 0                   # > 0: train this many of the controller's architectures briefly
-    finalist_steps: int = 500            # and keep the best (search/finalists.py): steps of each,
+    finalists: int = 0                   # > 0: train this many architectures briefly, keep the best
+    finalist_source: str = "controller"  # (search/finalists.py): the search's controller, or "band":
+    finalist_steps: int = 500            # uniform draws, no supernet; steps of each finalist,
     finalist_band: float = 0.03          # all predicted within this relative band of the target
     seed: int = 0                        # architecture sampling
 
@@ -147,6 +148,7 @@ _CHOICES = {
     "train.optimizer": ("sgd", "adam"),
     "search.quality_metric": ("AP50", "AP"),
     "search.reward": ("absolute", "mnas_soft", "mnas_hard"),
+    "search.finalist_source": ("controller", "band"),
 }
 _POSITIVE = ("model.input_size", "model.num_classes", "model.depth_multiplier", "train.batch_size",
              "train.steps", "train.checkpoint_every", "train.log_every", "eval.batch_size",

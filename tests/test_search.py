@@ -189,13 +189,40 @@ def test_the_finalist_stage_keeps_the_best_finalist_and_resumes(tiny_data_dir, s
     other = tmp_path / "other"
     other.mkdir()
     (other / "config.yaml").write_text((model_dir / "config.yaml").read_text().replace("finalists: 2", "finalists: 3"))
-    chosen, drawn = finalists_lib.run_finalists(space, loop.controller, loop.predicted_ms, str(other),
-                                                tf.distribute.get_strategy(), "searched", "synthetic")
+    search = load_config(str(other / "config.yaml")).search
+    draw = lambda: finalists_lib.controller_finalists(loop.controller, loop.predicted_ms, search)  # noqa: E731
+    chosen, drawn = finalists_lib.run_finalists(space, draw, str(other), tf.distribute.get_strategy(), "searched",
+                                                "synthetic")
     assert [f.ap50 for f in drawn] == [0.1, 0.3, 0.3] and chosen.name == "finalist_01"
     assert json.loads((other / "finalists.json").read_text())["chosen"] == "finalist_01"
-    again, _ = finalists_lib.run_finalists(space, loop.controller, loop.predicted_ms, str(other),
-                                           tf.distribute.get_strategy(), "searched", "synthetic")
+    again, _ = finalists_lib.run_finalists(space, draw, str(other), tf.distribute.get_strategy(), "searched",
+                                           "synthetic")
     assert again == chosen   # every finalist scored: nothing trained again (the scores would have run out)
+
+
+@pytest.mark.slow
+def test_a_random_search_judges_architectures_near_the_target_by_short_trainings(
+        tiny_data_dir, space_path, cost_model_path, tmp_path):
+    """search.finalist_source=band: no supernet; uniform draws within the band, the best of their
+    short trainings written as the search's result."""
+    model_dir = tmp_path / "search"
+    cost = CostModel.load(cost_model_path)
+    space = load_space(space_path, "edgetpu")
+    target = float(cost.expected(space, [np.full(len(d.choices), 1 / len(d.choices)) for d in space.decisions]))
+    config = search_config(tmp_path, 2, space_path, finalists=2, finalist_steps=2, finalist_source="band",
+                           finalist_band=0.1)
+    run = run_binary("search", f"--config={config}", f"--model_dir={model_dir}", f"--cost_model={cost_model_path}",
+                     f"--target_ms={target}")
+    record = json.loads((model_dir / "finalists.json").read_text())
+    assert record["source"] == "band" and len(record["finalists"]) == 2
+    for finalist in record["finalists"]:
+        assert abs(cost.predict(space, finalist["indices"]) / target - 1) <= 0.1
+        assert (model_dir / "finalists" / finalist["name"] / "eval" / "metrics.json").exists()
+    chosen = max(record["finalists"], key=lambda f: f["ap50"])
+    searched = json.loads((model_dir / "searched_arch.json").read_text())
+    assert searched["indices"] == chosen["indices"] and "searched architecture:" in run.stdout
+    assert "random search over" in load_arch(str(model_dir / "searched_arch.yaml")).description
+    assert not list(model_dir.glob("ckpt-*")) and not (model_dir / "controller_arch.yaml").exists()   # no supernet
 
 
 def test_each_reward_is_what_the_controller_learns_from(tiny_data_dir, space_path, cost_model_path, tmp_path,
@@ -599,6 +626,7 @@ def test_selection_power_simulates_best_of_n_searches_against_the_random_group(t
     text = power.report([os.path.join(results, "supernet_ranking.md")], os.path.join(results, "searched_vs_random.md"),
                         [0.2], [5], searches=3, trials=200, seed=0)
     assert "| 0.20 |" in text and "(the ceiling) | 1.00 |" in text and "threshold 0.673" in text
+    assert "ground truth: 14 architectures" in text   # 10 + 6, two of them the same architectures
     other = tmp_path / "other.md"
     with open(os.path.join(results, "supernet_ranking.md")) as f:
         other.write_text(f.read().replace("train.steps=2000", "train.steps=1000"))

@@ -14,7 +14,9 @@ the final probabilities). With `search.finalists=N` the search ends with a final
 (search/finalists.py): N architectures of the controller's final distribution near the target,
 each trained from scratch for `search.finalist_steps` and scored on the validation split; the best
 becomes `searched_arch.yaml`, the controller's pick is kept as `controller_arch.yaml`, and
-`finalists.json` lists every finalist's AP50. `--random_baseline=N` instead writes N random
+`finalists.json` lists every finalist's AP50. With `search.finalist_source=band` as well, no
+supernet is trained: the finalists are drawn uniformly among the architectures predicted near the
+target (a random search judged by short trainings). `--random_baseline=N` instead writes N random
 architectures of the space predicted near the target, the baseline a searched architecture is
 compared with.
 """
@@ -81,23 +83,54 @@ def write_random_baseline(config, cost_model) -> None:
                                              "architectures": records}, indent=2) + "\n")
 
 
+def print_finalists(chosen, finalists) -> None:
+    print(f"finalists: {os.path.join(MODEL_DIR.value, 'finalists.json')}\n" + "\n".join(
+        f"  {f.name}: predicted {f.predicted_ms:.2f} ms, AP50 {f.ap50:.4f}" + (" (chosen)" if f is chosen else "")
+        for f in finalists))
+
+
+def finalists_how(config, finalists) -> str:
+    return (f", the best of {len(finalists)} finalists by AP50 after {config.search.finalist_steps} standalone "
+            "steps")
+
+
 def choose_among_finalists(loop, strategy):
     """The finalist stage (search/finalists.py) after the search: the controller's pick is kept as
     controller_arch.yaml/json, the chosen finalist becomes searched_arch.yaml/json."""
-    from mobiledets_tf.search.finalists import run_finalists
+    from mobiledets_tf.search.finalists import controller_finalists, run_finalists
     from mobiledets_tf.search.tunas import architecture_name
 
     s = loop.config.search
     controller_pick = loop.write_result(stem="controller_arch", how=" (the controller's most likely architecture)")
-    chosen, finalists = run_finalists(loop.space, loop.controller, loop.predicted_ms, MODEL_DIR.value, strategy,
-                                      architecture_name("searched", loop.space, s.target_ms),
+    chosen, finalists = run_finalists(loop.space, lambda: controller_finalists(loop.controller, loop.predicted_ms, s),
+                                      MODEL_DIR.value, strategy, architecture_name("searched", loop.space, s.target_ms),
                                       loop.cost_model.describe())
-    print(f"finalists: {os.path.join(MODEL_DIR.value, 'finalists.json')}\n" + "\n".join(
-        f"  {f.name}: predicted {f.predicted_ms:.2f} ms, AP50 {f.ap50:.4f}" + (" (chosen)" if f is chosen else "")
-        for f in finalists))
-    return loop.write_result(chosen.indices, how=f", the best of {len(finalists)} finalists by AP50 after "
-                             f"{s.finalist_steps} standalone steps", finalist=chosen.name,
+    print_finalists(chosen, finalists)
+    return loop.write_result(chosen.indices, how=finalists_how(loop.config, finalists), finalist=chosen.name,
                              finalist_ap50=chosen.ap50, controller_arch=controller_pick.arch_path)
+
+
+def random_search(config, cost_model, strategy):
+    """search.finalist_source=band: no supernet; the finalist stage over architectures drawn uniformly
+    near the target, the best written as searched_arch.yaml/json."""
+    from mobiledets_tf.search.finalists import band_finalists, run_finalists
+    from mobiledets_tf.search.search_task import search_space_of
+    from mobiledets_tf.search.tunas import architecture_name, save_result
+
+    space, s = search_space_of(config), config.search
+    if s.target_ms <= 0:
+        raise ConfigError(f"search.target_ms must be a positive latency in ms, got {s.target_ms}")
+    logging.info("Random search of %s for %.2f ms: %d architectures predicted within %g%% of it, each trained "
+                 "for %d steps; cost model %s", space.tag, s.target_ms, s.finalists, 100 * s.finalist_band,
+                 s.finalist_steps, cost_model.describe())
+    fileio.makedirs(MODEL_DIR.value)
+    save_config(config, os.path.join(MODEL_DIR.value, "config.yaml"))
+    chosen, finalists = run_finalists(space, lambda: band_finalists(space, cost_model, s), MODEL_DIR.value, strategy,
+                                      architecture_name("searched", space, s.target_ms), cost_model.describe())
+    print_finalists(chosen, finalists)
+    return save_result(space, chosen.indices, chosen.predicted_ms, MODEL_DIR.value, "searched_arch",
+                       f"random search over {space.tag}{finalists_how(config, finalists)}", s.target_ms,
+                       cost_model.describe(), finalist=chosen.name, finalist_ap50=chosen.ap50)
 
 
 def main(argv):
@@ -116,10 +149,15 @@ def main(argv):
             return
         split_cpu(CPU_DEVICES.value)
         strategy = make_strategy(STRATEGY.value, "")
+        if config.search.finalists and config.search.finalist_source == "band":
+            result = random_search(config, cost_model, strategy)
+            print(f"searched architecture: {result.arch_path} (predicted {result.predicted_ms:.2f} ms, target "
+                  f"{config.search.target_ms:g} ms)\nchoices: {result.json_path}")
+            return
         task = SearchTask(config, strategy)
         loop = SearchLoop(task, cost_model, MODEL_DIR.value)
-    except (ConfigError, CostModelError, SearchSpaceError, FileNotFoundError, NoArchitectureNearTarget,
-            ValueError) as e:
+    except (ConfigError, CostModelError, SearchSpaceError, ArchSpecError, FileNotFoundError, NoArchitectureNearTarget,
+            TrainingDivergedError, ValueError) as e:
         sys.exit(f"mobiledets-search: {e}")
     s = config.search
     reward = {"absolute": f"beta {s.reward_beta:g}", "mnas_soft": f"exponent {s.reward_exponent:g}",

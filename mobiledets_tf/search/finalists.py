@@ -85,31 +85,51 @@ def train_and_score(config: ExperimentConfig, model_dir: str, strategy) -> float
     return float(metrics["AP50"])
 
 
-def run_finalists(space, controller, predict: Callable[[List[int]], float], model_dir: str, strategy,
-                  arch_name: str, cost_model_description: str) -> Tuple[Finalist, List[Finalist]]:
-    """The finalist stage of a finished search in `model_dir` (its config.yaml holds the search's
-    settings): (the chosen finalist, all finalists), written to finalists.json with their AP50."""
+def controller_finalists(controller, predict: Callable[[List[int]], float], search) -> List[Finalist]:
+    """`search.finalists` of the controller's distribution (`draw_finalists`), its most likely first."""
+    finalists = draw_finalists(controller.sample, controller.argmax(), predict, search.target_ms,
+                               search.finalist_band, search.finalists, search.seed)
+    if not finalists:
+        raise ValueError(f"no architecture of the controller's distribution is predicted within "
+                         f"{100 * search.finalist_band:g}% of {search.target_ms:g} ms: widen search.finalist_band")
+    if len(finalists) < search.finalists:
+        logging.warning("The controller's distribution holds only %d distinct architectures within %g%% of "
+                        "the target: %d finalists instead of %d", len(finalists), 100 * search.finalist_band,
+                        len(finalists), search.finalists)
+    return finalists
+
+
+BAND_STREAM = 1   # band finalists draw from their own random stream of search.seed
+
+
+def band_finalists(space, cost_model, search) -> List[Finalist]:
+    """`search.finalists` architectures drawn uniformly from the space among those predicted within
+    `search.finalist_band` of the target (no supernet, no controller: a random search). Their stream
+    differs from that of `mobiledets-search --random_baseline` of the same seed, so a random search
+    never starts from the baseline it is compared with."""
+    from mobiledets_tf.search.random_search import sample_near_target
+    drawn = sample_near_target(space, cost_model, search.target_ms, search.finalists, band=search.finalist_band,
+                               seed=[search.seed, BAND_STREAM])
+    return [Finalist(f"finalist_{k:02d}", indices, predicted) for k, (indices, predicted) in enumerate(drawn)]
+
+
+def run_finalists(space, draw: Callable[[], List[Finalist]], model_dir: str, strategy, arch_name: str,
+                  cost_model_description: str) -> Tuple[Finalist, List[Finalist]]:
+    """The finalist stage in `model_dir` (its config.yaml holds the search's settings): the finalists
+    `draw` returns (or those finalists.json recorded), each trained and scored once: (the chosen one,
+    all of them), written to finalists.json with their AP50."""
     config_path = os.path.join(model_dir, "config.yaml")
-    config = load_config(config_path)
-    s = config.search
+    s = load_config(config_path).search
     record_path = os.path.join(model_dir, FINALISTS_JSON)
     if fileio.exists(record_path):
         with fileio.open_file(record_path) as f:
             finalists = [Finalist(**row) for row in json.load(f)["finalists"]]
     else:
-        finalists = draw_finalists(controller.sample, controller.argmax(), predict, s.target_ms,
-                                   s.finalist_band, s.finalists, s.seed)
-    if not finalists:
-        raise ValueError(f"no architecture of the controller's distribution is predicted within "
-                         f"{100 * s.finalist_band:g}% of {s.target_ms:g} ms: widen search.finalist_band")
-    if len(finalists) < s.finalists:
-        logging.warning("The controller's distribution holds only %d distinct architectures within %g%% of "
-                        "the target: %d finalists instead of %d", len(finalists), 100 * s.finalist_band,
-                        len(finalists), s.finalists)
+        finalists = draw()
 
     def write(chosen: Optional[Finalist] = None) -> None:
         fileio.write_text_atomically(record_path, json.dumps(
-            {"steps": s.finalist_steps, "band": s.finalist_band, "target_ms": s.target_ms,
+            {"source": s.finalist_source, "steps": s.finalist_steps, "band": s.finalist_band, "target_ms": s.target_ms,
              "chosen": chosen.name if chosen else None,
              "finalists": [dataclasses.asdict(f) for f in finalists]}, indent=2) + "\n")
 

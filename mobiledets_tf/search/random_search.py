@@ -4,7 +4,7 @@ The fair comparison for a TuNAS result is random architectures of the same space
 predicted latency: `sample_near_target` draws uniformly from the space and keeps the first `num`
 architectures (distinct) whose cost-model latency is within `band` (relative) of the target.
 """
-from typing import List, Tuple
+from typing import List, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -17,9 +17,10 @@ class NoArchitectureNearTarget(ValueError):
 
 
 def sample_near_target(space: SearchSpace, cost_model: CostModel, target_ms: float, num: int,
-                       band: float = 0.05, seed: int = 0, max_draws: int = 200000
+                       band: float = 0.05, seed: Union[int, Sequence[int]] = 0, max_draws: int = 200000
                        ) -> List[Tuple[List[int], float]]:
-    """`num` distinct (indices, predicted ms) with |predicted / target - 1| <= band."""
+    """`num` distinct (indices, predicted ms) with |predicted / target - 1| <= band; `seed` as
+    `np.random.default_rng` takes it."""
     if target_ms <= 0 or band <= 0 or num < 1:
         raise ValueError(f"need target_ms > 0, band > 0 and num >= 1, got {target_ms}, {band}, {num}")
     predict = cost_model.predictor(space)

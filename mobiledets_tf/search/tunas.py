@@ -60,6 +60,23 @@ def architecture_name(kind: str, space, target_ms: float) -> str:
     return f"{kind}_{space.name}_{space.platform}_{target_ms:.4g}ms".replace(".", "p")
 
 
+def save_result(space, indices: List[int], predicted_ms: float, model_dir: str, stem: str, description: str,
+                target_ms: float, cost_model_description: str, **record) -> SearchResult:
+    """A search's result: the ArchSpec MODEL_DIR/STEM.yaml (named by `architecture_name`) and the JSON
+    record MODEL_DIR/STEM.json of its choices, predicted latency, target, cost model and `record`."""
+    arch = space.to_arch_spec(indices, name=architecture_name("searched", space, target_ms),
+                              description=f"{description}, target {target_ms:g} ms, predicted {predicted_ms:.2f} ms "
+                                          f"({cost_model_description})")
+    arch_path = os.path.join(model_dir, f"{stem}.yaml")
+    arch.save(arch_path)
+    result = json.loads(space.to_json(indices))
+    result.update(record)
+    result.update(predicted_ms=predicted_ms, target_ms=target_ms, cost_model=cost_model_description)
+    json_path = os.path.join(model_dir, f"{stem}.json")
+    write_text_atomically(json_path, json.dumps(result, indent=2) + "\n")
+    return SearchResult(indices, predicted_ms, arch_path, json_path)
+
+
 QUALITY_IOU_THRESHOLDS = {"AP50": 0.5, "AP": None}   # search.quality_metric -> COCO IoU threshold(s)
 
 
@@ -244,25 +261,13 @@ class SearchLoop:
 
     def write_result(self, indices: Optional[List[int]] = None, stem: str = "searched_arch", how: str = "",
                      **extra) -> SearchResult:
-        """An architecture (the controller's most likely one unless `indices` are given) as an ArchSpec
-        file STEM.yaml and a JSON record STEM.json with its predicted latency, the controller's state
-        and `extra`; `how` tells in the ArchSpec's description how it was chosen."""
+        """An architecture (the controller's most likely one unless `indices` are given) as STEM.yaml and
+        STEM.json (`save_result`) with the controller's state and `extra`; `how` tells in the ArchSpec's
+        description how it was chosen."""
         indices = self.controller.argmax() if indices is None else list(indices)
-        predicted = self.predicted_ms(indices)
         s = self.config.search
-        arch = self.space.to_arch_spec(
-            indices, name=architecture_name("searched", self.space, s.target_ms),
-            description=f"TuNAS search over {self.space.tag}{how}, target {s.target_ms:g} ms, predicted "
-                        f"{predicted:.2f} ms ({self.cost_model.describe()})")
-        arch_path = os.path.join(self.model_dir, f"{stem}.yaml")
-        arch.save(arch_path)
-        record = json.loads(self.space.to_json(indices))
-        record.update(extra)
-        record.update(predicted_ms=predicted, target_ms=s.target_ms, step=self.step,
-                      controller_steps=int(self.controller_steps_done.numpy()),
-                      cost_model=self.cost_model.describe(),
-                      probabilities={d.tag: dict(zip(d.labels, map(float, p)))
-                                     for d, p in zip(self.space.decisions, self.controller.probabilities())})
-        json_path = os.path.join(self.model_dir, f"{stem}.json")
-        write_text_atomically(json_path, json.dumps(record, indent=2) + "\n")
-        return SearchResult(indices, predicted, arch_path, json_path)
+        return save_result(self.space, indices, self.predicted_ms(indices), self.model_dir, stem,
+                           f"TuNAS search over {self.space.tag}{how}", s.target_ms, self.cost_model.describe(),
+                           **extra, step=self.step, controller_steps=int(self.controller_steps_done.numpy()),
+                           probabilities={d.tag: dict(zip(d.labels, map(float, p)))
+                                          for d, p in zip(self.space.decisions, self.controller.probabilities())})

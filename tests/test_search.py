@@ -172,6 +172,8 @@ def test_the_finalist_stage_keeps_the_best_finalist_and_resumes(tiny_data_dir, s
     for finalist in record["finalists"]:
         trained = model_dir / "finalists" / finalist["name"]
         assert (trained / "ckpt-2.index").exists() and (trained / "eval" / "metrics.json").exists()
+        recipe = load_config(str(trained / "config.yaml"))
+        assert recipe.train.steps == 2 and recipe.train.seed == load_config(str(config)).train.seed + 1000
         metrics = json.loads((trained / "eval" / "metrics.json").read_text())
         assert finalist["ap50"] == pytest.approx(metrics["AP50"])
     searched = json.loads((model_dir / "searched_arch.json").read_text())

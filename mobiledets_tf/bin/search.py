@@ -94,14 +94,14 @@ def finalists_how(config, finalists) -> str:
             "steps")
 
 
-def choose_among_finalists(loop, strategy):
-    """The finalist stage (search/finalists.py) after the search: the controller's pick is kept as
-    controller_arch.yaml/json, the chosen finalist becomes searched_arch.yaml/json."""
+def choose_among_finalists(loop, controller_pick, strategy):
+    """The finalist stage (search/finalists.py) after the search, whose `controller_pick` was written
+    as controller_arch.yaml/json: the chosen finalist becomes searched_arch.yaml/json (written last, so
+    a search that stopped in this stage has none)."""
     from mobiledets_tf.search.finalists import controller_finalists, run_finalists
     from mobiledets_tf.search.tunas import architecture_name
 
     s = loop.config.search
-    controller_pick = loop.write_result(stem="controller_arch", how=" (the controller's most likely architecture)")
     chosen, finalists = run_finalists(loop.space, lambda: controller_finalists(loop.controller, loop.predicted_ms, s),
                                       MODEL_DIR.value, strategy, architecture_name("searched", loop.space, s.target_ms),
                                       loop.cost_model.describe())
@@ -174,9 +174,10 @@ def main(argv):
     fileio.makedirs(MODEL_DIR.value)
     save_config(config, os.path.join(MODEL_DIR.value, "config.yaml"))
     try:
-        result = loop.run()
         if config.search.finalists:
-            result = choose_among_finalists(loop, strategy)
+            result = choose_among_finalists(loop, loop.run(result_stem="controller_arch"), strategy)
+        else:
+            result = loop.run()
     except TrainingDivergedError as e:
         sys.exit(f"mobiledets-search: {e}")
     except (ConfigError, ArchSpecError, ValueError) as e:

@@ -4,11 +4,13 @@ On small detection data the supernet's one-shot quality orders architectures of 
 loosely, while a few hundred standalone steps from scratch order them better
 (benchmarks/results/supernet_ranking*_proxy*.md). With `search.finalists` N > 0, `mobiledets-search`
 ends with this stage: it draws N distinct architectures from the controller's final distribution
-(its most likely one first) whose predicted latency lies within `search.finalist_band` of the
-target, trains each from scratch for `search.finalist_steps` with the search's own training
-recipe (warmup a tenth of the steps), scores it on the validation split as `mobiledets-eval` does,
-and keeps the one of the highest AP50 (the earlier drawn on a tie). Every finalist trains into its
-own folder under `finalists/` and is skipped once scored, so the stage resumes where it stopped.
+(its most likely one first; with `search.finalist_source=band`, uniformly from the space, and no
+supernet is trained) whose predicted latency lies within `search.finalist_band` of the target,
+trains each from scratch for `search.finalist_steps` with the search's own training recipe
+(warmup a tenth of the steps, a seed of its own), scores it on the validation split as
+`mobiledets-eval` does, and keeps the one of the highest AP50 (the earlier drawn on a tie). Every
+finalist trains into its own folder under `finalists/` and is skipped once scored, so the stage
+resumes where it stopped.
 """
 import dataclasses
 import json
@@ -56,11 +58,18 @@ def draw_finalists(sample: Callable[[np.random.Generator], List[int]], first: Li
     return found[:num]
 
 
+FINALIST_SEED_OFFSET = 1000
+
+
 def finalist_config(config_path: str, arch_path: str, steps: int) -> ExperimentConfig:
-    """The search's recipe (its saved config) training `arch_path` from scratch for `steps`."""
+    """The search's recipe (its saved config) training `arch_path` from scratch for `steps`, under
+    train.seed + FINALIST_SEED_OFFSET: a later training of the chosen architecture under the search's
+    seed starts from other weights and data order than its finalist did, so the choice is judged on
+    trainings that did not make it."""
+    seed = load_config(config_path).train.seed + FINALIST_SEED_OFFSET
     return load_config(config_path, [f"model.arch={arch_path!r}", f"train.steps={steps}",
                                      f"train.warmup_steps={steps // 10}", f"train.checkpoint_every={steps}",
-                                     "train.eval_every=0"])
+                                     "train.eval_every=0", f"train.seed={seed}"])
 
 
 def train_and_score(config: ExperimentConfig, model_dir: str, strategy) -> float:

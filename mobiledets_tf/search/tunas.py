@@ -213,7 +213,9 @@ class SearchLoop:
                          c.baseline_value(), c.entropy(), [l.numpy().round(4).tolist() for l in c.logits])
         return latest
 
-    def run(self) -> SearchResult:
+    def run(self, result_stem: str = "searched_arch") -> SearchResult:
+        """Both phases from the latest checkpoint; the controller's most likely architecture is written as
+        RESULT_STEM.yaml/json (`write_result`)."""
         train = self.config.train
         self.restore()
         train_iterator = iter(self.task.distributed_train_dataset())
@@ -234,7 +236,7 @@ class SearchLoop:
                 if step % train.checkpoint_every == 0 or not unfinished():
                     self.manager.save(checkpoint_number=step)
         self.writer.flush()
-        return self.write_result()
+        return self.write_result(stem=result_stem)
 
     def _log(self, window: List[Dict[str, float]], start_step: int, start_time: float) -> None:
         step, total = self.progress, self.total_steps

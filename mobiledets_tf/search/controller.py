@@ -18,7 +18,7 @@
   logits (`update` skips them).
 All state (logits, optimizer slots, baseline) is in tf.Variables, saved with the search checkpoint.
 """
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -67,9 +67,10 @@ class Controller(tf.Module):
     def probabilities(self) -> List[np.ndarray]:
         return [tf.nn.softmax(l).numpy().astype(np.float64) for l in self.logits]
 
-    def sample(self, rng: np.random.Generator) -> List[int]:
-        """One architecture: a choice index per decision, drawn from the current probabilities."""
-        return [int(rng.choice(len(p), p=p / p.sum())) for p in self.probabilities()]
+    def sample(self, rng: np.random.Generator, probabilities: Optional[List[np.ndarray]] = None) -> List[int]:
+        """One architecture: a choice index per decision, drawn from the current probabilities (or from
+        `probabilities`, the current ones computed once for many draws)."""
+        return [int(rng.choice(len(p), p=p / p.sum())) for p in probabilities or self.probabilities()]
 
     def argmax(self) -> List[int]:
         """The most likely architecture (ties go to the first choice)."""

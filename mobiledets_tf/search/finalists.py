@@ -96,8 +96,9 @@ def train_and_score(config: ExperimentConfig, model_dir: str, strategy) -> float
 
 def controller_finalists(controller, predict: Callable[[List[int]], float], search) -> List[Finalist]:
     """`search.finalists` of the controller's distribution (`draw_finalists`), its most likely first."""
-    finalists = draw_finalists(controller.sample, controller.argmax(), predict, search.target_ms,
-                               search.finalist_band, search.finalists, search.seed)
+    probabilities = controller.probabilities()
+    finalists = draw_finalists(lambda rng: controller.sample(rng, probabilities), controller.argmax(), predict,
+                               search.target_ms, search.finalist_band, search.finalists, search.seed)
     if not finalists:
         raise ValueError(f"no architecture of the controller's distribution is predicted within "
                          f"{100 * search.finalist_band:g}% of {search.target_ms:g} ms: widen search.finalist_band")

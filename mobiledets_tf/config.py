@@ -124,6 +124,8 @@ class SearchConfig(base_config.Config):
     warmup: float = 0.25                 # share of the steps with op and filter warmup
     baseline_momentum: float = 0.95
     controller_steps: int = 0            # then steps of the controller alone on the frozen supernet
+    sandwich: bool = False               # each step also trains the largest and smallest paths, and the
+                                         # sampled and smallest learn from the largest (search/sandwich.py)
     finalists: int = 0                   # > 0: train this many architectures briefly, keep the best
     finalist_source: str = "controller"  # (search/finalists.py): the search's controller, or "band":
     finalist_steps: int = 500            # uniform draws, no supernet; steps of each finalist,

@@ -4,6 +4,7 @@ controller's logits and baseline intact, learns from the configured reward (TuNA
 MnasNet's soft or hard), trains the controller alone on the frozen supernet (`search.controller_steps`),
 and rejects bad input with clear messages; and the search benchmarks' report logic. The cost model
 here is fitted on synthetic latencies (real measurements: test_latency_data.py)."""
+import itertools
 import json
 import os
 import signal
@@ -301,6 +302,71 @@ def test_controller_steps_search_on_the_frozen_supernet_and_resume(tiny_data_dir
     resumed.run()
     assert resumed.progress == 10 and int(resumed.controller.updates.numpy()) == 6
     assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-10")
+
+
+def test_the_sandwich_rule_takes_the_paths_of_most_and_fewest_parameters(space_path):
+    from mobiledets_tf.search.sandwich import extreme_architecture
+    from mobiledets_tf.search.supernet import Supernet
+    # The small space's supernet: every one of its 256 architectures counted.
+    space = load_space(space_path, "edgetpu")
+    supernet = Supernet(space, 2, 64)
+    counts = [supernet.parameter_count(list(ix)) for ix in itertools.product(*(range(len(d.choices))
+                                                                                for d in space.decisions))]
+    num_choices = [len(d.choices) for d in space.decisions]
+    assert supernet.parameter_count(extreme_architecture(num_choices, supernet.parameter_count, True)) == max(counts)
+    assert supernet.parameter_count(extreme_architecture(num_choices, supernet.parameter_count, False)) == min(counts)
+
+
+def test_in_place_distillation_pulls_a_path_toward_the_largest_and_no_further():
+    from mobiledets_tf.search.sandwich import distillation_losses
+    rng = np.random.default_rng(0)
+    boxes, logits = (tf.constant(rng.normal(size=(2, 6, k)), tf.float32) for k in (4, 3))
+    positives = tf.constant([[1, 0, 0, 1, 0, 0], [0, 0, 0, 0, 0, 1]], tf.float32)
+    same = distillation_losses((boxes, logits), (boxes, logits), positives, 3.0)
+    assert abs(float(same["classification"])) < 1e-6 and float(same["localization"]) == 0.0
+    student_boxes, student_logits = tf.Variable(boxes + 0.5), tf.Variable(logits - 1.0)
+    teacher = (tf.Variable(boxes), tf.Variable(logits))
+    with tf.GradientTape() as tape:
+        losses = distillation_losses((student_boxes, student_logits), teacher, positives, 3.0)
+        total = losses["classification"] + losses["localization"]
+    assert float(losses["classification"]) > 0 and float(losses["localization"]) > 0
+    gradients = tape.gradient(total, [student_boxes, student_logits, *teacher])
+    assert gradients[2] is None and gradients[3] is None            # the teacher only gives targets
+    # Boxes are pulled only on the positive anchors; every class logit toward the teacher's.
+    box_moved = np.abs(gradients[0].numpy()).sum(-1) > 0
+    assert np.array_equal(box_moved, positives.numpy() > 0)
+    assert np.all(gradients[1].numpy() < 0)   # each logit sits below the teacher's: descent raises it
+
+
+def test_a_sandwich_search_step_runs_the_largest_smallest_and_sampled_paths(tiny_data_dir, space_path,
+                                                                            cost_model_path, tmp_path):
+    config = load_config(str(search_config(tmp_path, 2, space_path, rl_delay=0, warmup=0, sandwich="true")),
+                         [f"search.cost_model={cost_model_path}", "search.target_ms=30"])
+    task = SearchTask(config, tf.distribute.get_strategy())
+    largest, smallest = task.extreme_architecture(True), task.extreme_architecture(False)
+    assert task.detector.parameter_count(largest) > task.detector.parameter_count(smallest)
+    ran, predict = [], task.predict
+
+    def recording_predict(images, training, choices=None):
+        ran.append(choices)
+        return predict(images, training, choices=choices)
+
+    task.predict = recording_predict
+    loop = tunas.SearchLoop(task, CostModel.load(cost_model_path), str(tmp_path / "search"))
+    samples, runs, _ = loop._sample(0)
+    before = [v.numpy() for v in task.model.trainable_variables]
+    losses = task.train_step_fn()(next(iter(task.distributed_train_dataset())), task.per_replica_choices(runs))
+    # Each trace runs the largest path first (the teacher), then the smallest and the sampled one.
+    assert ran and len(ran) % 3 == 0
+    for trace in range(0, len(ran), 3):
+        assert [list(c.numpy()) for c in ran[trace:trace + 2]] == [largest, smallest]
+        assert not hasattr(ran[trace + 2], "numpy")   # the replica's sampled choices, fed at run time
+    assert all(np.isfinite(float(v)) for v in losses.values())
+    assert float(losses["total_loss"]) == pytest.approx(sum(float(losses[k]) for k in
+                                                            ("classification_loss", "localization_loss",
+                                                             "regularization_loss")), rel=1e-5)
+    after = [v.numpy() for v in task.model.trainable_variables]
+    assert any(not np.array_equal(b, a) for b, a in zip(before, after))
 
 
 def _latest_step(model_dir) -> int:

@@ -5,7 +5,8 @@ the optimizer of the shared weights; it adds the search space, the supernet (cal
 vector per replica), the validation mini-batches on which the quality Q of the sampled
 architectures is measured, and the compiled steps of the search loop:
 - `train_step_fn`: one optimizer step of the shared weights on each replica's batch with that
-  replica's architecture (only the sampled path runs);
+  replica's architecture (only the sampled path runs; with `search.sandwich`, the largest and the
+  smallest path as well, search/sandwich.py);
 - `detect_fn`: detections of each replica's architecture on its share of a validation batch, with
   batch statistics (TuNAS never uses moving averages during search).
 """
@@ -15,6 +16,7 @@ from mobiledets_tf.config import ConfigError, ExperimentConfig
 from mobiledets_tf.data import pipeline
 from mobiledets_tf.data.sources import DataSources
 from mobiledets_tf.detection import postprocess as postprocess_lib
+from mobiledets_tf.search.sandwich import extreme_architecture, sandwich_losses
 from mobiledets_tf.search.space import SearchSpace, load_space
 from mobiledets_tf.search.supernet import Supernet
 from mobiledets_tf.training.task import LOSS_KEYS, DetectionTask
@@ -74,15 +76,26 @@ class SearchTask(DetectionTask):
     def train_step_fn(self):
         """(per-replica batch, per-replica choices) -> global-batch losses, compiled once."""
         if self._train_step is None:
+            replica_step = lambda i, t, c: self.train_step(i, t, choices=c)  # noqa: E731
+            if self.config.search.sandwich:
+                largest, smallest = (tf.constant(self.extreme_architecture(largest), tf.int32)
+                                     for largest in (True, False))
+                replica_step = lambda i, t, c: self.optimizer_step(  # noqa: E731
+                    lambda: sandwich_losses(self, i, t, c, largest, smallest))
+
             @tf.function
             def step(batch, choices):
                 images, targets = batch
-                per_replica = self.strategy.run(
-                    lambda i, t, c: self.train_step(i, t, choices=c), args=(images, targets, choices))
+                per_replica = self.strategy.run(replica_step, args=(images, targets, choices))
                 return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[k], axis=None)
                         for k in LOSS_KEYS}
             self._train_step = step
         return self._train_step
+
+    def extreme_architecture(self, largest: bool):
+        """The choice indices of the space's architecture of the most (or fewest) trainable parameters."""
+        return extreme_architecture([len(d.choices) for d in self.space.decisions], self.detector.parameter_count,
+                                    largest)
 
     def detect_fn(self):
         """(per-replica uint8 images, per-replica choices) -> per-replica detections, compiled once."""

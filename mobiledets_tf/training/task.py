@@ -6,7 +6,7 @@ of the *global* batch (summed across replicas) and the regularisation loss is sp
 so the summed replica gradients equal the gradients of one device on the same global batch.
 """
 import os
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import tensorflow as tf
 from absl import logging
@@ -103,17 +103,26 @@ class DetectionTask:
             return calibrate_activation_ranges(self.model, (images for images, _ in batches))
 
     # Loss and step -----------------------------------------------------------------------------
-    def replica_losses(self, images, targets, training: bool = True, **call_args) -> Dict[str, tf.Tensor]:
-        """This replica's share of the global-batch losses (the shares sum to the global losses)."""
+    def loss_normalizer(self, targets) -> tf.Tensor:
+        """The losses' divisor: the positive anchors of the global batch (all replicas), at least 1."""
         replica = tf.distribute.get_replica_context()
-        predictions = self.predict(images, training, **call_args)
         positives = num_positives(targets["positive_mask"])
         if replica is not None and replica.num_replicas_in_sync > 1:
             positives = replica.all_reduce(tf.distribute.ReduceOp.SUM, positives)
-        losses = self.detector.losses(predictions, targets, normalizer=tf.maximum(positives, 1.0))
+        return tf.maximum(positives, 1.0)
+
+    def regularization_loss(self) -> tf.Tensor:
+        """This replica's share of the weight regularization."""
+        replica = tf.distribute.get_replica_context()
         num_replicas = replica.num_replicas_in_sync if replica is not None else 1
         regularization = tf.add_n([tf.constant(0.0)] + [tf.cast(l, tf.float32) for l in self.model.losses])
-        regularization /= num_replicas
+        return regularization / num_replicas
+
+    def replica_losses(self, images, targets, training: bool = True, **call_args) -> Dict[str, tf.Tensor]:
+        """This replica's share of the global-batch losses (the shares sum to the global losses)."""
+        predictions = self.predict(images, training, **call_args)
+        losses = self.detector.losses(predictions, targets, normalizer=self.loss_normalizer(targets))
+        regularization = self.regularization_loss()
         return {"total_loss": losses["total"] + regularization,
                 "classification_loss": losses["classification"],
                 "localization_loss": losses["localization"],
@@ -121,9 +130,13 @@ class DetectionTask:
 
     def train_step(self, images, targets, **call_args) -> Dict[str, tf.Tensor]:
         """One optimizer step on this replica's batch; returns its loss shares."""
+        return self.optimizer_step(lambda: self.replica_losses(images, targets, **call_args))
+
+    def optimizer_step(self, compute_losses: Callable[[], Dict[str, tf.Tensor]]) -> Dict[str, tf.Tensor]:
+        """One optimizer step on the gradient of `compute_losses()["total_loss"]`; returns its losses."""
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
-            losses = self.replica_losses(images, targets, **call_args)
+            losses = compute_losses()
             loss = losses["total_loss"]
             if isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer):
                 loss = self.optimizer.get_scaled_loss(loss)
@@ -132,7 +145,6 @@ class DetectionTask:
             gradients = self.optimizer.get_unscaled_gradients(gradients)
         self.optimizer.apply_gradients(zip(gradients, variables))
         return losses
-
 
 def init_class_slots(config: ExperimentConfig, data: DataSources) -> Optional[List[Optional[int]]]:
     """With `train.init_map_classes`: which class slot of the init checkpoint each class keeps,

@@ -345,28 +345,35 @@ def test_a_sandwich_search_step_runs_the_largest_smallest_and_sampled_paths(tiny
     task = SearchTask(config, tf.distribute.get_strategy())
     largest, smallest = task.extreme_architecture(True), task.extreme_architecture(False)
     assert task.detector.parameter_count(largest) > task.detector.parameter_count(smallest)
-    ran, predict = [], task.predict
-
-    def recording_predict(images, training, choices=None):
-        ran.append(choices)
-        return predict(images, training, choices=choices)
-
-    task.predict = recording_predict
     loop = tunas.SearchLoop(task, CostModel.load(cost_model_path), str(tmp_path / "search"))
+    step = task.train_step_fn()
+    ran, teacher, student = [], step._teacher, step._student
+
+    def recording_teacher(images, targets, choices):
+        gradients, losses = teacher(images, targets, choices)
+        ran.append(("teacher", list(choices.numpy()), losses["predictions"]))
+        return gradients, losses
+
+    def recording_student(images, targets, choices, teacher_predictions):
+        ran.append(("student", list(choices.numpy()), teacher_predictions))
+        return student(images, targets, choices, teacher_predictions)
+
+    step._teacher, step._student = recording_teacher, recording_student
     samples, runs, _ = loop._sample(0)
     before = [v.numpy() for v in task.model.trainable_variables]
-    losses = task.train_step_fn()(next(iter(task.distributed_train_dataset())), task.per_replica_choices(runs))
-    # Each trace runs the largest path first (the teacher), then the smallest and the sampled one.
-    assert ran and len(ran) % 3 == 0
-    for trace in range(0, len(ran), 3):
-        assert [list(c.numpy()) for c in ran[trace:trace + 2]] == [largest, smallest]
-        assert not hasattr(ran[trace + 2], "numpy")   # the replica's sampled choices, fed at run time
+    losses = step(next(iter(task.distributed_train_dataset())), task.per_replica_choices(runs))
+    # The largest path first (the teacher), then the smallest and the sampled one, both learning from it.
+    assert [(role, choices) for role, choices, _ in ran] == [("teacher", largest), ("student", smallest),
+                                                             ("student", runs[0])]
+    assert all(predictions is ran[0][2] for _, _, predictions in ran)
     assert all(np.isfinite(float(v)) for v in losses.values())
     assert float(losses["total_loss"]) == pytest.approx(sum(float(losses[k]) for k in
                                                             ("classification_loss", "localization_loss",
                                                              "regularization_loss")), rel=1e-5)
     after = [v.numpy() for v in task.model.trainable_variables]
     assert any(not np.array_equal(b, a) for b, a in zip(before, after))
+    loop.run()   # and the search goes on from there to its end
+    assert loop.step == 2
 
 
 def _latest_step(model_dir) -> int:

@@ -4,7 +4,7 @@ As in BigNAS and Once-for-All: each step trains, besides the architecture the co
 largest and the smallest architecture of the space. The largest learns from the labels; the smallest
 and the sampled one learn from the largest's predictions of the same images (in-place distillation),
 so every path is pulled toward what the widest one computes. Losses of the three paths add up to one
-gradient step. For the detector, distillation keeps the form of the labels' losses: the classes by
+gradient step (each path's gradient computed apart: `SandwichStep`). For the detector, distillation keeps the form of the labels' losses: the classes by
 the sigmoid Kullback-Leibler divergence to the largest path's class probabilities over every anchor
 and column, the boxes by smooth L1 to its box encodings on the positive anchors; both divided by the
 positive anchors as the labels' losses are.
@@ -17,6 +17,7 @@ from typing import Callable, Dict, List, Sequence
 import tensorflow as tf
 
 from mobiledets_tf.detection.losses import localization_loss_sum
+from mobiledets_tf.training.task import LOSS_KEYS
 
 
 def extreme_architecture(num_choices: Sequence[int], size: Callable[[List[int]], int], largest: bool,
@@ -55,19 +56,72 @@ def distillation_losses(student, teacher, positive_mask, normalizer) -> Dict[str
     return {"classification": classification, "localization": localization}
 
 
-def sandwich_losses(task, images, targets, sampled, largest, smallest) -> Dict[str, tf.Tensor]:
-    """This replica's losses of one sandwich step of `task` (a SearchTask): the largest path's on the
-    labels plus the smallest and sampled paths' distillation losses, each summed over the paths."""
-    normalizer = task.loss_normalizer(targets)
-    teacher = task.predict(images, True, choices=largest)
-    labels = task.detector.losses(teacher, targets, normalizer=normalizer)
-    classification, localization = labels["classification"], labels["localization"]
-    for choices in (smallest, sampled):
-        student = distillation_losses(task.predict(images, True, choices=choices), teacher,
-                                      targets["positive_mask"], normalizer)
-        classification += student["classification"]
-        localization += student["localization"]
-    regularization = task.regularization_loss()
-    return {"total_loss": classification + localization + regularization,
-            "classification_loss": classification, "localization_loss": localization,
-            "regularization_loss": regularization}
+def _sum_gradients(*per_path: Sequence) -> List:
+    """Variable by variable, the sum of the paths' gradients that exist (None where none does)."""
+    summed = []
+    for gradients in zip(*per_path):
+        present = [g for g in gradients if g is not None]
+        summed.append(tf.add_n(present) if present else None)
+    return summed
+
+
+class SandwichStep:
+    """One shared-weight step of `task` (a SearchTask) by the sandwich rule: (per-replica batch,
+    per-replica sampled choices) -> global-batch losses summed over the three paths.
+
+    Each path's gradient is computed by a compiled function of its own (the teacher's, and one for
+    both students, which take their choices as an input), and the sum is applied once: one graph
+    holding all three paths and their gradients grows too large for TensorFlow's graph optimizer."""
+
+    def __init__(self, task, largest: Sequence[int], smallest: Sequence[int]):
+        self.task = task
+        replicas = task.strategy.num_replicas_in_sync
+        self.largest = task.per_replica_choices([list(largest)] * replicas)
+        self.smallest = task.per_replica_choices([list(smallest)] * replicas)
+        self._teacher = tf.function(self._teacher_gradients)
+        self._student = tf.function(self._student_gradients)
+        self._apply = tf.function(self._apply_sum)
+
+    def _teacher_gradients(self, images, targets, choices):
+        task = self.task
+
+        def replica(images, targets, choices):
+            def losses():
+                predictions = task.predict(images, True, choices=choices)
+                labels = task.detector.losses(predictions, targets, normalizer=task.loss_normalizer(targets))
+                regularization = task.regularization_loss()
+                return {"total_loss": labels["total"] + regularization, "classification_loss": labels["classification"],
+                        "localization_loss": labels["localization"], "regularization_loss": regularization,
+                        "predictions": [tf.stop_gradient(p) for p in predictions]}
+            return task.loss_gradients(losses)
+        return task.strategy.run(replica, args=(images, targets, choices))
+
+    def _student_gradients(self, images, targets, choices, teacher_predictions):
+        task = self.task
+
+        def replica(images, targets, choices, teacher_predictions):
+            def losses():
+                student = distillation_losses(task.predict(images, True, choices=choices), teacher_predictions,
+                                              targets["positive_mask"], task.loss_normalizer(targets))
+                return {"total_loss": student["classification"] + student["localization"],
+                        "classification_loss": student["classification"], "localization_loss": student["localization"],
+                        "regularization_loss": tf.constant(0.0)}
+            return task.loss_gradients(losses)
+        return task.strategy.run(replica, args=(images, targets, choices, teacher_predictions))
+
+    def _apply_sum(self, *per_path):
+        self.task.strategy.run(lambda *gradients: self.task.apply_gradients(_sum_gradients(*gradients)), args=per_path)
+
+    def __call__(self, batch, choices) -> Dict[str, tf.Tensor]:
+        images, targets = batch
+        teacher_gradients, teacher = self._teacher(images, targets, self.largest)
+        paths = [teacher]
+        gradients = [teacher_gradients]
+        for student_choices in (self.smallest, choices):
+            student_gradients, student = self._student(images, targets, student_choices, teacher["predictions"])
+            gradients.append(student_gradients)
+            paths.append(student)
+        self._apply(*gradients)
+        strategy = self.task.strategy
+        return {k: tf.add_n([strategy.reduce(tf.distribute.ReduceOp.SUM, path[k], axis=None) for path in paths])
+                for k in LOSS_KEYS}

@@ -16,7 +16,7 @@ from mobiledets_tf.config import ConfigError, ExperimentConfig
 from mobiledets_tf.data import pipeline
 from mobiledets_tf.data.sources import DataSources
 from mobiledets_tf.detection import postprocess as postprocess_lib
-from mobiledets_tf.search.sandwich import extreme_architecture, sandwich_losses
+from mobiledets_tf.search.sandwich import SandwichStep, extreme_architecture
 from mobiledets_tf.search.space import SearchSpace, load_space
 from mobiledets_tf.search.supernet import Supernet
 from mobiledets_tf.training.task import LOSS_KEYS, DetectionTask
@@ -75,18 +75,14 @@ class SearchTask(DetectionTask):
     # Compiled steps ----------------------------------------------------------------------------
     def train_step_fn(self):
         """(per-replica batch, per-replica choices) -> global-batch losses, compiled once."""
+        if self._train_step is None and self.config.search.sandwich:
+            self._train_step = SandwichStep(self, self.extreme_architecture(True), self.extreme_architecture(False))
         if self._train_step is None:
-            replica_step = lambda i, t, c: self.train_step(i, t, choices=c)  # noqa: E731
-            if self.config.search.sandwich:
-                largest, smallest = (tf.constant(self.extreme_architecture(largest), tf.int32)
-                                     for largest in (True, False))
-                replica_step = lambda i, t, c: self.optimizer_step(  # noqa: E731
-                    lambda: sandwich_losses(self, i, t, c, largest, smallest))
-
             @tf.function
             def step(batch, choices):
                 images, targets = batch
-                per_replica = self.strategy.run(replica_step, args=(images, targets, choices))
+                per_replica = self.strategy.run(
+                    lambda i, t, c: self.train_step(i, t, choices=c), args=(images, targets, choices))
                 return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[k], axis=None)
                         for k in LOSS_KEYS}
             self._train_step = step

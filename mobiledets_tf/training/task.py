@@ -6,7 +6,7 @@ of the *global* batch (summed across replicas) and the regularisation loss is sp
 so the summed replica gradients equal the gradients of one device on the same global batch.
 """
 import os
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 from absl import logging
@@ -130,21 +130,26 @@ class DetectionTask:
 
     def train_step(self, images, targets, **call_args) -> Dict[str, tf.Tensor]:
         """One optimizer step on this replica's batch; returns its loss shares."""
-        return self.optimizer_step(lambda: self.replica_losses(images, targets, **call_args))
+        gradients, losses = self.loss_gradients(lambda: self.replica_losses(images, targets, **call_args))
+        self.apply_gradients(gradients)
+        return losses
 
-    def optimizer_step(self, compute_losses: Callable[[], Dict[str, tf.Tensor]]) -> Dict[str, tf.Tensor]:
-        """One optimizer step on the gradient of `compute_losses()["total_loss"]`; returns its losses."""
-        variables = self.model.trainable_variables
+    def loss_gradients(self, compute_losses: Callable[[], Dict[str, Any]]) -> Tuple[List, Dict[str, Any]]:
+        """(the gradient of `compute_losses()["total_loss"]` for each trainable variable, None where it
+        does not depend on one; what `compute_losses` returned)."""
         with tf.GradientTape() as tape:
             losses = compute_losses()
             loss = losses["total_loss"]
             if isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer):
                 loss = self.optimizer.get_scaled_loss(loss)
-        gradients = tape.gradient(loss, variables)
+        gradients = tape.gradient(loss, self.model.trainable_variables)
         if isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer):
             gradients = self.optimizer.get_unscaled_gradients(gradients)
-        self.optimizer.apply_gradients(zip(gradients, variables))
-        return losses
+        return gradients, losses
+
+    def apply_gradients(self, gradients: List) -> None:
+        """One optimizer step with `gradients` (one per trainable variable, in their order)."""
+        self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
 
 def init_class_slots(config: ExperimentConfig, data: DataSources) -> Optional[List[Optional[int]]]:
     """With `train.init_map_classes`: which class slot of the init checkpoint each class keeps,

@@ -1,13 +1,14 @@
 """The sandwich rule with in-place distillation for the supernet's shared-weight steps (`search.sandwich`).
 
-As in BigNAS and Once-for-All: each step trains, besides the architecture the controller sampled, the
-largest and the smallest architecture of the space. The largest learns from the labels; the smallest
-and the sampled one learn from the largest's predictions of the same images (in-place distillation),
-so every path is pulled toward what the widest one computes. Losses of the three paths add up to one
-gradient step (each path's gradient computed apart: `SandwichStep`). For the detector, distillation keeps the form of the labels' losses: the classes by
-the sigmoid Kullback-Leibler divergence to the largest path's class probabilities over every anchor
-and column, the boxes by smooth L1 to its box encodings on the positive anchors; both divided by the
-positive anchors as the labels' losses are.
+As in BigNAS (after universally slimmable networks): each step trains, besides the architecture the
+controller sampled, the largest and the smallest architecture of the space. The largest learns from
+the labels; the smallest and the sampled one learn from the largest's predictions of the same images
+(in-place distillation), so every path is pulled toward what the widest one computes. Losses of the
+three paths add up to one gradient step (each path's gradient computed apart: `SandwichStep`). For
+the detector, distillation keeps the form of the labels' losses: the classes by the sigmoid
+Kullback-Leibler divergence to the largest path's class probabilities over every anchor and column,
+the boxes by smooth L1 to its box encodings on the positive anchors; both divided by the positive
+anchors as the labels' losses are.
 
 The largest and smallest architectures are those of the most and fewest trainable parameters
 (`Supernet.parameter_count`), found by coordinate ascent over the decisions.

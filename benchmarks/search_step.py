@@ -2,7 +2,7 @@
 
     python benchmarks/search_step.py [--config=configs/experiments/search_quickstart.yaml]
         [--space=ibn_fused_tucker] [--platform=cpu] [--input_size=160] [--batch_size=16]
-        [--depth_multiplier=0.5] [--rounds=5] [--steps=5]
+        [--depth_multiplier=0.5] [--rounds=5] [--steps=5] [--override=search.sandwich=true]
 
 Times, interleaved in the same process:
 1. the **whole search iteration** of `mobiledets-search` (`SearchLoop.search_step`: sampling from
@@ -60,6 +60,9 @@ ROUNDS = flags.DEFINE_integer("rounds", 5, "Timing rounds (each times both sides
 STEPS = flags.DEFINE_integer("steps", 5, "Steps per side and round.")
 NUM_CLASSES = flags.DEFINE_integer("num_classes", 6, "Classes (the built-in dataset has 6).")
 SEED = flags.DEFINE_integer("seed", 0, "Seed of the batch and the sampled architectures.")
+OVERRIDE = flags.DEFINE_multi_string(
+    "override", [], "Config override of the whole iteration (1), after the flags above, e.g. search.sandwich=true "
+                    "(repeatable).")
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "search_step.md")
 
 
@@ -100,7 +103,7 @@ def search_iteration(space: SearchSpace, size: int, batch: int, multiplier: floa
     from mobiledets_tf.search.tunas import SearchLoop
     config = load_config(CONFIG.value, [
         f"search.space={SPACE.value}", f"search.platform={PLATFORM.value}", f"model.input_size={size}",
-        f"train.batch_size={batch}", f"model.depth_multiplier={multiplier}"])
+        f"train.batch_size={batch}", f"model.depth_multiplier={multiplier}", *OVERRIDE.value])
     cost_model = CostModel.load(repository_path(config.search.cost_model))
     uniform = [np.full(len(d.choices), 1 / len(d.choices)) for d in space.decisions]
     config.search.target_ms = cost_model.expected(space, uniform)

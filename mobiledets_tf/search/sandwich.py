@@ -87,14 +87,8 @@ class SandwichStep:
         task = self.task
 
         def replica(images, targets, choices):
-            def losses():
-                predictions = task.predict(images, True, choices=choices)
-                labels = task.detector.losses(predictions, targets, normalizer=task.loss_normalizer(targets))
-                regularization = task.regularization_loss()
-                return {"total_loss": labels["total"] + regularization, "classification_loss": labels["classification"],
-                        "localization_loss": labels["localization"], "regularization_loss": regularization,
-                        "predictions": [tf.stop_gradient(p) for p in predictions]}
-            return task.loss_gradients(losses)
+            return task.loss_gradients(
+                lambda: task.replica_losses(images, targets, keep_predictions=True, choices=choices))
         return task.strategy.run(replica, args=(images, targets, choices))
 
     def _student_gradients(self, images, targets, choices, teacher_predictions):

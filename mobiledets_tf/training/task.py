@@ -118,15 +118,18 @@ class DetectionTask:
         regularization = tf.add_n([tf.constant(0.0)] + [tf.cast(l, tf.float32) for l in self.model.losses])
         return regularization / num_replicas
 
-    def replica_losses(self, images, targets, training: bool = True, **call_args) -> Dict[str, tf.Tensor]:
-        """This replica's share of the global-batch losses (the shares sum to the global losses)."""
+    def replica_losses(self, images, targets, training: bool = True, keep_predictions: bool = False,
+                       **call_args) -> Dict[str, Any]:
+        """This replica's share of the global-batch losses (the shares sum to the global losses), and
+        with `keep_predictions` the predictions under "predictions"."""
         predictions = self.predict(images, training, **call_args)
         losses = self.detector.losses(predictions, targets, normalizer=self.loss_normalizer(targets))
         regularization = self.regularization_loss()
         return {"total_loss": losses["total"] + regularization,
                 "classification_loss": losses["classification"],
                 "localization_loss": losses["localization"],
-                "regularization_loss": regularization}
+                "regularization_loss": regularization,
+                **({"predictions": list(predictions)} if keep_predictions else {})}
 
     def train_step(self, images, targets, **call_args) -> Dict[str, tf.Tensor]:
         """One optimizer step on this replica's batch; returns its loss shares."""

@@ -154,6 +154,7 @@ class DetectionTask:
         """One optimizer step with `gradients` (one per trainable variable, in their order)."""
         self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
 
+
 def init_class_slots(config: ExperimentConfig, data: DataSources) -> Optional[List[Optional[int]]]:
     """With `train.init_map_classes`: which class slot of the init checkpoint each class keeps,
     matched by name against the label map of the init checkpoint's run (its config.yaml)."""

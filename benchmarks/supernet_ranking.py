@@ -40,11 +40,16 @@ Stages, each written into --work_dir and skipped when its result exists (an inte
    and, for `recalibrated_quality`, as its standalone detector with BatchNorm moving statistics from
    --calibration_images training images, on the whole validation split in inference mode
    (WORK/oneshot.json; a measure it lacks is computed, the recorded ones of the same checkpoint kept);
+   with --finetune_steps K, each of those recalibrated detectors is written as a checkpoint
+   (WORK/inherited/NAME/) and trained from it for K steps with the standalone recipe (warmup K/10,
+   train.seed --proxy_seed) into WORK/finetuneK/: the `finetuned` reference, whether a short training
+   from the inherited weights ranks better than one from scratch;
 4. **report**: Kendall tau and Spearman rho between each one-shot measure and the mean standalone
    AP50 of the seeds, and likewise for the zero-cost reference every report carries (`parameters`:
    the trainable weights of each architecture's standalone detector, counted without training or
    scoring anything: what a one-shot measure has to beat to show the supernet adds anything; with
-   --proxy_steps also the `proxy` reference, AP50 after that short training; with a
+   --proxy_steps also the `proxy` reference, AP50 after that short training, and with --finetune_steps
+   the `finetuned` one; with a
    supernet searched with `search.capacity_weight`, also its search measure, Q plus that weight x
    ln(parameters)), the measure's tau against each seed's AP50 alone (averaged over the seeds),
    and the seed-to-seed tau (averaged over the pairs of seeds: the ceiling a one-shot measure can
@@ -64,7 +69,7 @@ import shutil
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from absl import app, flags
 
@@ -101,8 +106,13 @@ PROXY_STEPS = flags.DEFINE_integer(
     "proxy_steps", 0, "> 0: also train each architecture from scratch for this many steps (the standalone recipe, "
     "warmup a tenth of them, seed --proxy_seed) and rank its AP50 beside the one-shot measures: what a short "
     "standalone training, no supernet, reaches.")
-PROXY_SEED = flags.DEFINE_integer("proxy_seed", 3, "train.seed of the --proxy_steps trainings: none of the ground "
-                                  "truth's seeds, so that they share no initial weights or data order with it.")
+FINETUNE_STEPS = flags.DEFINE_integer(
+    "finetune_steps", 0, "> 0: also train each architecture for this many steps starting from the supernet's weights "
+    "(its standalone detector as `recalibrated_quality` scores it; the standalone recipe, warmup a tenth of them, seed "
+    "--proxy_seed) and rank its AP50 beside the one-shot measures: the inherited weights briefly fine-tuned.")
+PROXY_SEED = flags.DEFINE_integer("proxy_seed", 3, "train.seed of the --proxy_steps and --finetune_steps trainings: "
+                                  "none of the ground truth's seeds, so that they share no initial weights or data "
+                                  "order with it.")
 GROUND_TRUTH_ONLY = flags.DEFINE_bool(
     "ground_truth_only", False, "Only the standalone trainings and how alike their seeds rank the architectures, "
     "with the ceiling that allows: a standalone recipe judged before a supernet is trained against it.")
@@ -205,6 +215,8 @@ MEASURES: Dict[str, Callable[[Scored], float]] = {
 PARAMETERS = "parameters"
 # The second reference, with --proxy_steps: AP50 after a short standalone training from scratch.
 PROXY = "proxy"
+# The third, with --finetune_steps: AP50 after a short training from the supernet's weights.
+FINETUNED = "finetuned"
 # The search's Q with `search.capacity_weight` w: the shipped measure + w ln(parameters in millions).
 CAPACITY_MEASURE = f"{SHIPPED_MEASURE} + capacity"
 
@@ -240,6 +252,19 @@ def calibration_images(task, count: int):
     return task.detector.preprocess(images)
 
 
+def restored_search_task(work_dir: str, config, indices: Sequence[int]):
+    """(the search's task holding the supernet's last checkpoint, that checkpoint's path); `indices`:
+    any architecture of the space, run once to build the variables."""
+    import tensorflow as tf
+    from mobiledets_tf.search.search_task import SearchTask
+    task = SearchTask(config, tf.distribute.get_strategy())
+    size = config.model.input_size
+    task.detector(tf.zeros((1, size, size, 3)), indices)
+    latest = tf.train.latest_checkpoint(supernet_dir(work_dir))
+    tf.train.Checkpoint(model=task.model).restore(latest).expect_partial().assert_existing_objects_matched()
+    return task, latest
+
+
 def one_shot_scores(work_dir: str, config, archs: List[Dict]) -> Dict[str, Dict[str, float]]:
     """{arch name: {measure: score}} with the supernet's weights (stage 3); when WORK/oneshot.json lacks
     a measure of `MEASURES`, every measure is computed again and the recorded scores are kept."""
@@ -252,9 +277,8 @@ def one_shot_scores(work_dir: str, config, archs: List[Dict]) -> Dict[str, Dict[
             return recorded
     import tensorflow as tf
     from mobiledets_tf.evaluation.keras_eval import evaluate_predict_fn, keras_predict_fn
-    from mobiledets_tf.search.search_task import SearchTask
     from mobiledets_tf.search.supernet import standalone_from_supernet
-    task = SearchTask(config, tf.distribute.get_strategy())
+    task, latest = restored_search_task(work_dir, config, archs[0]["indices"])
     validation = iter(task.distributed_validation_dataset())
     batches = [next(validation) for _ in range(QUALITY_BATCHES.value)]
     targets = loss_batches(task, QUALITY_BATCHES.value)
@@ -265,10 +289,6 @@ def one_shot_scores(work_dir: str, config, archs: List[Dict]) -> Dict[str, Dict[
         losses = task.replica_losses(images, batch_targets, choices=choices)
         return losses["classification_loss"] + losses["localization_loss"]
 
-    checkpoint = tf.train.Checkpoint(model=task.model)
-    detect(batches[0][0], tf.constant(archs[0]["indices"], tf.int32))   # builds the variables
-    latest = tf.train.latest_checkpoint(supernet_dir(work_dir))
-    checkpoint.restore(latest).expect_partial().assert_existing_objects_matched()
     label_map = [{"id": c.id, "name": c.name} for c in task.data.label_map]
     calibration = calibration_images(task, CALIBRATION_IMAGES.value)
     scores = {}
@@ -353,17 +373,76 @@ def proxy_dir(work_dir: str, name: str) -> str:
     return os.path.join(standalone_root(work_dir), f"proxy{PROXY_STEPS.value}", f"{name}_seed{PROXY_SEED.value}")
 
 
-def proxy_jobs(work_dir: str, archs: List[Dict], truth_seeds: Sequence[str]) -> List[Optional[Job]]:
-    """Each architecture trained from scratch for --proxy_steps with the standalone recipe (none without);
-    exits when --proxy_seed is one of the ground truth's `truth_seeds`."""
-    if not PROXY_STEPS.value:
-        return []
+def finetune_dir(work_dir: str, name: str) -> str:
+    return os.path.join(work_dir, f"finetune{FINETUNE_STEPS.value}", f"{name}_seed{PROXY_SEED.value}")
+
+
+def inherited_prefix(work_dir: str, name: str) -> str:
+    """Where `write_inherited_weights` puts an architecture's standalone weights from the supernet."""
+    return os.path.join(work_dir, "inherited", name, "weights")
+
+
+def short_training_jobs(archs: List[Dict], steps: int, model_dir: Callable[[str], str], truth_seeds: Sequence[str],
+                        init: Optional[Callable[[str], str]] = None) -> List[Optional[Job]]:
+    """Each architecture trained for `steps` with the standalone recipe (warmup a tenth of them, seed
+    --proxy_seed) into model_dir(name): from scratch, or from the checkpoint init(name); exits when
+    --proxy_seed is one of the ground truth's `truth_seeds`."""
     if str(PROXY_SEED.value) in truth_seeds:
         sys.exit(f"--proxy_seed={PROXY_SEED.value} is a seed of the ground truth: take another")
-    steps = PROXY_STEPS.value
     overrides = [*STANDALONE_OVERRIDE.value, f"train.steps={steps}", f"train.warmup_steps={steps // 10}",
                  f"train.checkpoint_every={steps}", f"train.seed={PROXY_SEED.value}"]
-    return [standalone_job(CONFIG.value, arch["arch"], proxy_dir(work_dir, arch["name"]), overrides) for arch in archs]
+    return [standalone_job(CONFIG.value, arch["arch"], model_dir(arch["name"]),
+                           overrides + ([f"train.init_checkpoint={init(arch['name'])}"] if init else []))
+            for arch in archs]
+
+
+def proxy_jobs(work_dir: str, archs: List[Dict], truth_seeds: Sequence[str]) -> List[Optional[Job]]:
+    """Each architecture trained from scratch for --proxy_steps (none without)."""
+    if not PROXY_STEPS.value:
+        return []
+    return short_training_jobs(archs, PROXY_STEPS.value, lambda name: proxy_dir(work_dir, name), truth_seeds)
+
+
+def proxy_label() -> str:
+    return (f"{PROXY} (reference: AP50 after {PROXY_STEPS.value} standalone steps from scratch, seed "
+            f"{PROXY_SEED.value}, no supernet)")
+
+
+def write_inherited_weights(work_dir: str, config, archs: List[Dict]) -> None:
+    """Each architecture's standalone detector holding the supernet's last weights, its BatchNorm moving
+    statistics from --calibration_images training images (the detector `recalibrated_quality` scores),
+    as a checkpoint `train.init_checkpoint` restores (`inherited_prefix`); those written from the same
+    supernet checkpoint are kept."""
+    import tensorflow as tf
+    from mobiledets_tf.search.supernet import standalone_from_supernet
+    record_path = os.path.join(work_dir, "inherited", "source.json")
+    latest = tf.train.latest_checkpoint(supernet_dir(work_dir))
+    if os.path.exists(record_path):
+        with open(record_path) as f:
+            if json.load(f)["checkpoint"] == latest and all(
+                    os.path.exists(inherited_prefix(work_dir, a["name"]) + ".index") for a in archs):
+                return
+    task, latest = restored_search_task(work_dir, config, archs[0]["indices"])
+    calibration = calibration_images(task, CALIBRATION_IMAGES.value)
+    for arch in archs:
+        detector = standalone_from_supernet(task.detector, arch["indices"], calibration_images=calibration)
+        tf.train.Checkpoint(model=detector.float_model).write(inherited_prefix(work_dir, arch["name"]))
+    with open(record_path, "w") as f:
+        json.dump({"checkpoint": latest}, f)
+
+
+def finetune_jobs(work_dir: str, archs: List[Dict], truth_seeds: Sequence[str]) -> List[Optional[Job]]:
+    """Each architecture trained for --finetune_steps from its weights in the supernet (none without)."""
+    if not FINETUNE_STEPS.value:
+        return []
+    write_inherited_weights(work_dir, supernet_config(), archs)
+    return short_training_jobs(archs, FINETUNE_STEPS.value, lambda name: finetune_dir(work_dir, name), truth_seeds,
+                               init=lambda name: inherited_prefix(work_dir, name))
+
+
+def finetuned_label() -> str:
+    return (f"{FINETUNED} (AP50 after {FINETUNE_STEPS.value} standalone steps from the supernet's weights, "
+            f"BatchNorm recalibrated, seed {PROXY_SEED.value})")
 
 
 def standalone_jobs(work_dir: str, archs: List[Dict]) -> List[Optional[Job]]:
@@ -379,12 +458,14 @@ def rank_correlations(x: Sequence[float], y: Sequence[float]):
 
 
 def report(truth: GroundTruth, archs: List[Dict], scores: Optional[Dict], parameters: Dict[str, float],
-           elapsed_min: float, capacity_weight: float = 0.0, proxy: Optional[Dict[str, float]] = None) -> str:
+           elapsed_min: float, capacity_weight: float = 0.0,
+           references: Optional[Dict[str, Tuple[str, Dict[str, float]]]] = None) -> str:
     """The results file; `scores` None: the standalone ground truth alone (--ground_truth_only);
     `parameters` (`parameter_counts`): the zero-cost reference, ranked in either case; `capacity_weight`:
     the supernet's `search.capacity_weight`, whose search measure is then the shipped one plus that
-    weight x ln(parameters); `proxy`: {arch name: AP50 after --proxy_steps from scratch}, ranked as a
-    second reference when given."""
+    weight x ln(parameters); `references`: {column: (row label, {arch name: AP50})} of the short
+    trainings (--proxy_steps, --finetune_steps), each a column and a ranking row."""
+    references = references or {}
     from mobiledets_tf.benchmark.local import cpu_name, vector_extensions
     seeds, standalone = truth.seeds, truth.ap50
     measures = list(MEASURES) if scores else []
@@ -408,12 +489,13 @@ def report(truth: GroundTruth, archs: List[Dict], scores: Optional[Dict], parame
              f"CPU: {cpu_name()} ({os.cpu_count()} CPUs), vector extensions: {vector_extensions()}  ",
              f"wall time of this invocation: {elapsed_min:.0f} min", "",
              f"{ARCHITECTURE_HEADER} {PARAMETERS} | " + "".join(f"{m} | " for m in measures) +
-             (f"{PROXY} | " if proxy else "") + " | ".join(f"standalone AP50 seed {s}" for s in seeds) + " |",
-             "|---|---|---|" + "---|" * (len(measures) + bool(proxy) + len(seeds))]
+             "".join(f"{column} | " for column in references) +
+             " | ".join(f"standalone AP50 seed {s}" for s in seeds) + " |",
+             "|---|---|---|" + "---|" * (len(measures) + len(references) + len(seeds))]
     for arch in archs:
         lines.append(f"| {arch['name']} | {arch['predicted_ms']:.2f} | {parameters[arch['name']]:.4f} | " +
                      "".join(f"{scores[arch['name']][m]:.4f} | " for m in measures) +
-                     (f"{proxy[arch['name']]:.4f} | " if proxy else "") +
+                     "".join(f"{values[arch['name']]:.4f} | " for _, values in references.values()) +
                      " | ".join(f"{v:.3f}" for v in standalone[arch["name"]]) + " |")
     lines += ["", "| ranking | Kendall tau | Spearman rho | Kendall tau against one seed (mean over seeds) |",
               "|---|---|---|---|"]
@@ -432,9 +514,8 @@ def report(truth: GroundTruth, archs: List[Dict], scores: Optional[Dict], parame
                                     [scores[a["name"]][measure] for a in archs])
     ranking_row(f"{PARAMETERS} (zero-cost reference: millions of trainable weights, no supernet)",
                 [parameters[a["name"]] for a in archs])
-    if proxy:
-        ranking_row(f"{PROXY} (reference: AP50 after {PROXY_STEPS.value} standalone steps from scratch, seed "
-                    f"{PROXY_SEED.value}, no supernet)", [proxy[a["name"]] for a in archs])
+    for label, values in references.values():
+        ranking_row(label, [values[a["name"]] for a in archs])
     if len(seeds) > 1:
         pairs = list(itertools.combinations(by_seed, 2))
         correlations = [rank_correlations(first, second) for first, second in pairs]
@@ -473,8 +554,10 @@ def main(argv):
         sys.exit("--ground_truth_only needs two --standalone_seeds or more")
     if NUM_ARCHS.value < 3:
         sys.exit("--num_archs must be at least 3 for a rank correlation")
-    if PROXY_STEPS.value < 0:
-        sys.exit("--proxy_steps must be 0 (none) or more")
+    if PROXY_STEPS.value < 0 or FINETUNE_STEPS.value < 0:
+        sys.exit("--proxy_steps and --finetune_steps must be 0 (none) or more")
+    if FINETUNE_STEPS.value and GROUND_TRUTH_ONLY.value:
+        sys.exit("--finetune_steps starts from the supernet's weights: it needs a supernet (no --ground_truth_only)")
     started, work_dir = time.time(), WORK_DIR.value
     archs = architectures(work_dir, search_config())
     recorded = recorded_ground_truth(STANDALONE_RESULTS.value, archs) if STANDALONE_RESULTS.value else None
@@ -485,10 +568,17 @@ def main(argv):
             *([] if recorded else standalone_jobs(work_dir, archs)), *proxy_jobs(work_dir, archs, truth_seeds)]
     run_pinned([job for job in jobs if job], JOBS.value)
     scores = None if GROUND_TRUTH_ONLY.value else one_shot_scores(work_dir, supernet_config(), archs)
-    proxy = {a["name"]: standalone_ap50(proxy_dir(work_dir, a["name"])) for a in archs} if PROXY_STEPS.value else None
+    if scores:
+        run_pinned([job for job in finetune_jobs(work_dir, archs, truth_seeds) if job], JOBS.value)
+    references = {}
+    if PROXY_STEPS.value:
+        references[PROXY] = (proxy_label(), {a["name"]: standalone_ap50(proxy_dir(work_dir, a["name"])) for a in archs})
+    if FINETUNE_STEPS.value:
+        references[FINETUNED] = (finetuned_label(),
+                                 {a["name"]: standalone_ap50(finetune_dir(work_dir, a["name"])) for a in archs})
     text = report(recorded or trained_ground_truth(work_dir, archs), archs, scores,
                   parameter_counts(standalone_config(), archs), (time.time() - started) / 60,
-                  supernet_config().search.capacity_weight if scores else 0.0, proxy)
+                  supernet_config().search.capacity_weight if scores else 0.0, references)
     write_results(NAME.value, text)
 
 

@@ -536,6 +536,28 @@ def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
                                                   if k != "pooled_quality"}}
     with open(work / "oneshot.json", "w") as f:
         json.dump(scores, f)
+    # --finetune_steps: each architecture's detector from the supernet's weights, written where its short
+    # training starts from, restores into the standalone detector the recalibrated measure scores.
+    flags.FLAGS.finetune_steps = 5
+    try:
+        jobs = ranking.finetune_jobs(str(work), archs, ["0", "1"])
+    finally:
+        flags.FLAGS.finetune_steps = 0
+    from mobiledets_tf.search.supernet import standalone_from_supernet
+    restored, _ = ranking.restored_search_task(str(work), config, archs[0]["indices"])
+    calibration = ranking.calibration_images(restored, ranking.CALIBRATION_IMAGES.value)
+    images = tf.random.stateless_uniform((2, config.model.input_size, config.model.input_size, 3), (1, 2), -1, 1)
+    for arch, (log_path, command) in zip(archs, jobs):
+        prefix = ranking.inherited_prefix(str(work), arch["name"])
+        assert f"train.init_checkpoint={prefix}" in command[-1] and "train.steps=5" in command[-1]
+        assert log_path.startswith(os.path.join(str(work), "finetune5", f"{arch['name']}_seed3"))
+        expected_detector = standalone_from_supernet(restored.detector, arch["indices"], calibration_images=calibration)
+        inherited = SSDLiteDetector(load_arch(arch["arch"]), num_classes=config.model.num_classes,
+                                    input_size=config.model.input_size, depth_multiplier=config.model.depth_multiplier,
+                                    float_checkpoint=prefix)
+        for got, want in zip(inherited.float_model(images, training=False),
+                             expected_detector.float_model(images, training=False)):
+            np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
     # Stage 4's results (standalone AP50 per seed), then the report.
     ap50 = {}
     for k, arch in enumerate(archs):
@@ -578,6 +600,13 @@ def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
         flags.FLAGS.search_override = []
     assert text.rstrip().splitlines()[-1] == f"Kendall tau (the search measure of this supernet): {expected:.3f}"
     assert "against the mean of the others" not in text   # two seeds: that is the seed-to-seed line
+    # The short trainings' AP50, each a column and a ranking row.
+    finetuned = {a["name"]: 0.05 * (3 - k) for k, a in enumerate(archs)}
+    text = ranking.report(ranking.trained_ground_truth(str(work), archs), archs, scores, parameters, 1.0,
+                          references={ranking.FINETUNED: ("finetuned (label)", finetuned)})
+    assert ranking.FINETUNED + " | standalone AP50 seed 0 |" in text
+    assert f" | {finetuned[archs[0]['name']]:.4f} | " in text.split(archs[0]["name"] + " |", 1)[1].splitlines()[0]
+    assert f"| finetuned (label) | {stats.kendalltau(list(finetuned.values()), mean_ap50).statistic:.3f} |" in text
     # A third seed that ranks the architectures otherwise: each seed against the mean of the other two.
     for k, arch in enumerate(archs):
         model_dir = ranking.standalone_dir(str(work), arch["name"], "2")
@@ -625,7 +654,8 @@ def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
         with pytest.raises(SystemExit, match="--proxy_seed=3 is a seed of the ground truth"):
             ranking.proxy_jobs(str(work), archs, ["0", "3"])
         proxy = {a["name"]: ap for a, ap in zip(archs, [0.05, 0.01, 0.03])}
-        with_proxy = ranking.report(recorded, archs, None, parameters, 1.0, proxy=proxy)
+        with_proxy = ranking.report(recorded, archs, None, parameters, 1.0,
+                                    references={ranking.PROXY: (ranking.proxy_label(), proxy)})
     finally:
         flags.FLAGS.proxy_steps = 0
     assert len(jobs) == 3

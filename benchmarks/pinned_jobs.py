@@ -10,7 +10,7 @@ import re
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 Job = Tuple[str, List[str]]   # (log path, command)
 
@@ -20,8 +20,10 @@ def binary(name: str) -> str:
     return os.path.join(os.path.dirname(sys.executable), name)
 
 
-def run_pinned(jobs: Sequence[Job], parallel: int) -> None:
-    """Runs (log path, command) jobs `parallel` at a time, each on its own CPU (`taskset`); stops on a failure."""
+def run_pinned(jobs: Sequence[Job], parallel: int, then: Optional[Callable[[Job], List[Job]]] = None,
+               poll_seconds: float = 5.0) -> None:
+    """Runs (log path, command) jobs `parallel` at a time, each on its own CPU (`taskset`); stops on a failure.
+    then(job): the jobs that wait for `job`, queued once it has succeeded (a search's trainings of what it found)."""
     pending, running = list(jobs), []
     cpus = sorted(os.sched_getaffinity(0))[:parallel]
     while pending or running:
@@ -33,16 +35,18 @@ def run_pinned(jobs: Sequence[Job], parallel: int) -> None:
             with open(log_path, "w") as log:
                 process = subprocess.Popen(["taskset", "-c", str(cpu)] + command, stdout=log,
                                            stderr=subprocess.STDOUT)
-            running.append((cpu, process, log_path))
-        time.sleep(5)
+            running.append((cpu, process, (log_path, command)))
+        time.sleep(poll_seconds)
         for entry in list(running):
-            cpu, process, log_path = entry
+            cpu, process, job = entry
             if process.poll() is not None:
                 running.remove(entry)
                 if process.returncode:
                     for _, other, _ in running:
                         other.kill()
-                    sys.exit(f"failed (exit {process.returncode}); see {log_path}")
+                    sys.exit(f"failed (exit {process.returncode}); see {job[0]}")
+                if then:
+                    pending.extend(then(job))
 
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

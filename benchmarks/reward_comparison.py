@@ -21,8 +21,8 @@ benchmark (checked to hold the same architectures by name and predicted latency,
 seeds) instead of training it again: 6 random architectures under three seeds are 18 trainings. Its
 latency is measured here with the found architectures', so all measured latencies come from one machine.
 
-Searches and trainings run --jobs at a time, each pinned to its own CPU (`taskset`); the latency
-measurement runs alone. Every stage writes its result into --work_dir and is skipped when that result
+Searches and trainings run --jobs at a time, each pinned to its own CPU (`taskset`), a search's
+trainings queued as soon as it has ended; the latency measurement runs alone, after all of them. Every stage writes its result into --work_dir and is skipped when that result
 exists, so an interrupted run resumes where it stopped.
 """
 import json
@@ -76,9 +76,9 @@ def search_dir(work_dir: str, key: str) -> str:
     return os.path.join(work_dir, "search", key)
 
 
-def search_jobs(work_dir: str, keys: Dict[str, Tuple[str, str]]) -> List[Job]:
-    """The searches not yet finished, as jobs."""
-    commands = []
+def search_jobs(work_dir: str, keys: Dict[str, Tuple[str, str]]) -> Dict[str, Job]:
+    """The searches not yet finished, as jobs by key."""
+    commands = {}
     for key, (reward, seed) in keys.items():
         model_dir = search_dir(work_dir, key)
         if os.path.exists(os.path.join(model_dir, "searched_arch.yaml")):
@@ -86,9 +86,9 @@ def search_jobs(work_dir: str, keys: Dict[str, Tuple[str, str]]) -> List[Job]:
         os.makedirs(model_dir, exist_ok=True)
         overrides = [f"search.reward={reward}", f"search.seed={seed}", f"train.seed={seed}",
                      *SEARCH_OVERRIDE.value]
-        commands.append((os.path.join(model_dir, "search.log"),
+        commands[key] = (os.path.join(model_dir, "search.log"),
                          [binary("mobiledets-search"), f"--config={CONFIG.value}", f"--model_dir={model_dir}",
-                          f"--target_ms={TARGET_MS.value}", f"--override={','.join(overrides)}"]))
+                          f"--target_ms={TARGET_MS.value}", f"--override={','.join(overrides)}"])
     return commands
 
 
@@ -252,10 +252,15 @@ def main(argv):
     recorded = recorded_random(RANDOM_RESULTS.value, archs) if RANDOM_RESULTS.value else {}
     random = random_keys(archs)
     keys = {**searched, **random}
-    # The random architectures train while the searches run; the latency measurement runs alone.
-    run_pinned(search_jobs(work_dir, searched) + standalone_jobs(work_dir, {} if recorded else random), JOBS.value)
+    # The random architectures train while the searches run, and what a search found as soon as it has
+    # ended, so no CPU waits for the last search; the latency measurement runs alone, after them.
+    searches = search_jobs(work_dir, searched)
+    running = {log_path: key for key, (log_path, _) in searches.items()}
+    ended = [key for key in searched if key not in searches]
+    run_pinned([*searches.values(), *standalone_jobs(work_dir, {} if recorded else random),
+                *standalone_jobs(work_dir, ended)], JOBS.value,
+               then=lambda job: standalone_jobs(work_dir, [running[job[0]]]) if job[0] in running else [])
     measured = measure_latency(work_dir, keys)
-    run_pinned(standalone_jobs(work_dir, searched), JOBS.value)
     ap50 = {key: recorded[key] if key in recorded else ap50_per_seed(work_dir, key) for key in keys}
     text = report(keys, measured, ap50, (time.time() - started) / 60, RANDOM_RESULTS.value)
     write_results(NAME.value, text)

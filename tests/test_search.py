@@ -485,6 +485,31 @@ def _benchmark(name):
     return module
 
 
+def test_pinned_jobs_queue_what_waits_for_a_job_once_it_has_succeeded(tmp_path):
+    """run_pinned's `then`: a job's followers run after it (a search's trainings as soon as it ends), each
+    job on one CPU; a failure stops the run and names its log."""
+    pinned = _benchmark("pinned_jobs")
+    done = tmp_path / "done.txt"
+
+    def job(name: str, seconds: float = 0.0):
+        return str(tmp_path / f"{name}.log"), ["bash", "-c", f"sleep {seconds}; taskset -p $$ | tail -c 3 > "
+                                                             f"{tmp_path / name}.cpu; echo {name} >> {done}"]
+
+    followers = {str(tmp_path / "search_a.log"): [job("train_a0"), job("train_a1")],
+                 str(tmp_path / "search_b.log"): [job("train_b0")]}
+    pinned.run_pinned([job("search_a", 0.2), job("search_b", 1.0)], 1,
+                      then=lambda finished: followers.pop(finished[0], []), poll_seconds=0.05)
+    order = done.read_text().split()
+    assert sorted(order) == ["search_a", "search_b", "train_a0", "train_a1", "train_b0"] and not followers
+    assert order.index("train_a0") > order.index("search_a") and order.index("train_b0") > order.index("search_b")
+    assert {(tmp_path / f"{name}.cpu").read_text().strip() for name in order} == {
+        format(1 << min(os.sched_getaffinity(0)), "x")}   # --jobs 1: every job pinned to the first CPU
+    with pytest.raises(SystemExit, match="failed \\(exit 3\\); see .*broken.log"):
+        pinned.run_pinned([(str(tmp_path / "broken.log"), ["bash", "-c", "exit 3"])], 1,
+                          then=lambda finished: [job("never")], poll_seconds=0.05)
+    assert "never" not in done.read_text()
+
+
 def test_supernet_ranking_scores_architectures_near_the_target_and_reports_tau(
         tiny_data_dir, space_path, cost_model_path, tmp_path):
     from absl import flags

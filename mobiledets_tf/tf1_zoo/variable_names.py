@@ -111,6 +111,11 @@ def _block_steps(spec: ArchSpec, index: int):
                       block.input_rank_ratio, block.output_rank_ratio, block.se, spec.se_width)
 
 
+def _squeeze_excite_scopes(se_scope: str) -> BlockScopes:
+    """A squeeze-and-excite's two 1x1 convs (biases, no BatchNorm) as TF-slim numbers them under `se_scope`."""
+    return [("se_reduce", None, f"{se_scope}/Conv"), ("se_expand", None, f"{se_scope}/Conv_1")]
+
+
 def _mobiledet_block_scopes(spec: ArchSpec, counter: _ScopeCounter, index: int) -> BlockScopes:
     """TF-slim numbers a block's full convolutions Conv, Conv_1, ... in build order; the depthwise
     one is SeparableConv2d, squeeze-and-excite SqueezeExcite/Conv(_1)."""
@@ -123,8 +128,7 @@ def _mobiledet_block_scopes(spec: ArchSpec, counter: _ScopeCounter, index: int) 
     scope, convs, scopes = counter.next(scope_name), _ScopeCounter(), []
     for step in _block_steps(spec, index):
         if isinstance(step, SqueezeExciteStep):
-            scopes += [("se_reduce", None, f"{scope}/SqueezeExcite/Conv"),
-                       ("se_expand", None, f"{scope}/SqueezeExcite/Conv_1")]
+            scopes += _squeeze_excite_scopes(f"{scope}/SqueezeExcite")
         else:
             tf1 = "SeparableConv2d" if step.depthwise else convs.next("Conv")
             scopes.append((step.name, step.bn_name, scope if block.type == "conv" else f"{scope}/{tf1}"))
@@ -143,8 +147,7 @@ def _mobilenet_block_scopes(spec: ArchSpec, counter: _ScopeCounter, index: int) 
     scope, scopes = counter.next("expanded_conv"), []
     for step in _block_steps(spec, index):
         if isinstance(step, SqueezeExciteStep):
-            scopes += [("se_reduce", None, f"{scope}/squeeze_excite/Conv"),
-                       ("se_expand", None, f"{scope}/squeeze_excite/Conv_1")]
+            scopes += _squeeze_excite_scopes(f"{scope}/squeeze_excite")
         else:
             scopes.append((step.name, step.bn_name, f"{scope}/{step.name}"))
     return scopes

@@ -42,6 +42,7 @@ from mobiledets_tf.keras import keras
 from mobiledets_tf.layers.block_rules import round_filters
 from mobiledets_tf.models.backbone import make_block
 from mobiledets_tf.models.detector import SSDLiteDetector
+from mobiledets_tf.search.sandwich import extreme_architecture
 from mobiledets_tf.search.space import INPUT_CHANNELS, SearchSpace, load_space
 from mobiledets_tf.search.supernet import Supernet
 from mobiledets_tf.stats import model_stats
@@ -78,21 +79,22 @@ def _op_madds(space: SearchSpace, op, stride: int, residual: bool, in_width: int
     return model_stats(keras.Model(inputs, block.wire(inputs)["output"]))["total"]["madds"]
 
 
+def backbone_madds(space: SearchSpace, indices, input_size: int, depth_multiplier: float) -> int:
+    """Multiply-adds of the chosen backbone: its blocks' `_op_madds` along the space's walk."""
+    total, resolution = 0, input_size
+    for choice in space.walk(indices):
+        total += _op_madds(space, choice.op, choice.layer.stride, choice.residual, choice.in_width,
+                           choice.out_width, resolution, depth_multiplier)
+        resolution = -(-resolution // choice.layer.stride)
+    return total
+
+
 def largest_indices(space: SearchSpace, input_size: int, depth_multiplier: float):
-    """The widest width choices and, per layer, the op with the most multiply-adds."""
-    indices = [0] * len(space.decisions)
-    for d, decision in enumerate(space.decisions):
-        if decision.tag.endswith("/width"):
-            indices[d] = int(np.argmax([w.filters for w in decision.choices]))
-    resolution, in_width = input_size, INPUT_CHANNELS
-    for layer in space.layers:
-        out_width = max(w.filters for w in layer.widths)
-        if layer.op_decision is not None:
-            costs = [_op_madds(space, op, layer.stride, layer.residual(op),
-                               in_width, out_width, resolution, depth_multiplier) for op in layer.ops]
-            indices[layer.op_decision] = int(np.argmax(costs))
-        resolution, in_width = -(-resolution // layer.stride), out_width
-    return indices
+    """The backbone of the most multiply-adds, found as the sandwich rule finds its largest path by
+    parameters (`sandwich.extreme_architecture`)."""
+    return extreme_architecture([len(d.choices) for d in space.decisions],
+                                lambda indices: backbone_madds(space, indices, input_size, depth_multiplier),
+                                largest=True)
 
 
 def search_iteration(space: SearchSpace, size: int, batch: int, multiplier: float, model_dir: str):

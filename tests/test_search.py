@@ -317,6 +317,21 @@ def test_the_sandwich_rule_takes_the_paths_of_most_and_fewest_parameters(space_p
     assert supernet.parameter_count(extreme_architecture(num_choices, supernet.parameter_count, False)) == min(counts)
 
 
+def test_search_step_benchmark_times_the_path_of_most_multiply_adds(space_path):
+    """benchmarks/search_step.py's largest architecture, by the sandwich rule's coordinate ascent on the
+    backbone's multiply-adds, against every architecture of the small space counted."""
+    from mobiledets_tf.stats import model_stats
+    step = _benchmark("search_step")
+    space = load_space(space_path, "edgetpu")
+    everything = list(itertools.product(*(range(len(d.choices)) for d in space.decisions)))
+    madds = [step.backbone_madds(space, list(ix), 64, 1.0) for ix in everything]
+    largest = step.largest_indices(space, 64, 1.0)
+    assert step.backbone_madds(space, largest, 64, 1.0) == max(madds) > min(madds)
+    # The walk's sum is the standalone backbone's count.
+    detector = SSDLiteDetector(space.to_arch_spec(largest), num_classes=2, input_size=64, depth_multiplier=1.0)
+    assert max(madds) == model_stats(detector.float_model)["backbone"]["madds"]
+
+
 def test_in_place_distillation_pulls_a_path_toward_the_largest_and_no_further():
     from mobiledets_tf.search.sandwich import distillation_losses
     rng = np.random.default_rng(0)

@@ -411,8 +411,8 @@ def proxy_label() -> str:
 def write_inherited_weights(work_dir: str, config, archs: List[Dict]) -> None:
     """Each architecture's standalone detector holding the supernet's last weights, its BatchNorm moving
     statistics from --calibration_images training images (the detector `recalibrated_quality` scores),
-    as a checkpoint `train.init_checkpoint` restores (`inherited_prefix`); those written from the same
-    supernet checkpoint are kept."""
+    as a checkpoint `train.init_checkpoint` restores (`inherited_prefix`); nothing is written again when
+    every architecture has one from the same supernet checkpoint."""
     import tensorflow as tf
     from mobiledets_tf.search.supernet import standalone_from_supernet
     record_path = os.path.join(work_dir, "inherited", "source.json")

@@ -22,8 +22,9 @@ seeds) instead of training it again: 6 random architectures under three seeds ar
 latency is measured here with the found architectures', so all measured latencies come from one machine.
 
 Searches and trainings run --jobs at a time, each pinned to its own CPU (`taskset`), a search's
-trainings queued as soon as it has ended; the latency measurement runs alone, after all of them. Every stage writes its result into --work_dir and is skipped when that result
-exists, so an interrupted run resumes where it stopped.
+trainings queued as soon as it has ended; the latency measurement runs alone, after all of them.
+Every stage writes its result into --work_dir and is skipped when that result exists, so an
+interrupted run resumes where it stopped.
 """
 import json
 import os

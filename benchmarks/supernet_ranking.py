@@ -435,9 +435,11 @@ def finetune_jobs(work_dir: str, archs: List[Dict], truth_seeds: Sequence[str]) 
     """Each architecture trained for --finetune_steps from its weights in the supernet (none without)."""
     if not FINETUNE_STEPS.value:
         return []
-    write_inherited_weights(work_dir, supernet_config(), archs)
-    return short_training_jobs(archs, FINETUNE_STEPS.value, lambda name: finetune_dir(work_dir, name), truth_seeds,
+    jobs = short_training_jobs(archs, FINETUNE_STEPS.value, lambda name: finetune_dir(work_dir, name), truth_seeds,
                                init=lambda name: inherited_prefix(work_dir, name))
+    if any(jobs):   # the supernet is restored only when a training still has to start from it
+        write_inherited_weights(work_dir, supernet_config(), archs)
+    return jobs
 
 
 def finetuned_label() -> str:

@@ -48,8 +48,9 @@ Stages, each written into --work_dir and skipped when its result exists (an inte
    AP50 of the seeds, and likewise for the zero-cost reference every report carries (`parameters`:
    the trainable weights of each architecture's standalone detector, counted without training or
    scoring anything: what a one-shot measure has to beat to show the supernet adds anything; with
-   --proxy_steps also the `proxy` reference, AP50 after that short training, and with --finetune_steps
-   the `finetuned` one; with a
+   --proxy_steps also the `proxy` reference, AP50 after that short training, and `proxy_loss`, minus
+   its detection loss averaged over those steps (the finalist stage's `training_loss` measure), and
+   with --finetune_steps the `finetuned` one; with a
    supernet searched with `search.capacity_weight`, also its search measure, Q plus that weight x
    ln(parameters)), the measure's tau against each seed's AP50 alone (averaged over the seeds),
    and the seed-to-seed tau (averaged over the pairs of seeds: the ceiling a one-shot measure can
@@ -74,6 +75,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 from absl import app, flags
 
 from mobiledets_tf.search.rewards import capacity_term
+from mobiledets_tf.training.loss_history import mean_training_loss
 from pinned_jobs import (QUICKSTART_SEARCH, RECIPE, REPO_ROOT, STANDALONE_RECIPE, Job, architectures_near_target,
                          binary, run_pinned, standalone_ap50, standalone_job, write_results)
 from ranking_reports import ARCHITECTURE_HEADER, read_ranking_table
@@ -215,6 +217,8 @@ MEASURES: Dict[str, Callable[[Scored], float]] = {
 PARAMETERS = "parameters"
 # The second reference, with --proxy_steps: AP50 after a short standalone training from scratch.
 PROXY = "proxy"
+# With it, minus the detection loss averaged over the steps of that training (`mean_training_loss`).
+PROXY_LOSS = "proxy_loss"
 # The third, with --finetune_steps: AP50 after a short training from the supernet's weights.
 FINETUNED = "finetuned"
 # The search's Q with `search.capacity_weight` w: the shipped measure + w ln(parameters in millions).
@@ -408,6 +412,11 @@ def proxy_label() -> str:
             f"{PROXY_SEED.value}, no supernet)")
 
 
+def proxy_loss_label() -> str:
+    return (f"{PROXY_LOSS} (reference: minus the detection loss averaged over the {PROXY_STEPS.value} steps of "
+            f"{PROXY}'s training)")
+
+
 def write_inherited_weights(work_dir: str, config, archs: List[Dict]) -> None:
     """Each architecture's standalone detector holding the supernet's last weights, its BatchNorm moving
     statistics from --calibration_images training images (the detector `recalibrated_quality` scores),
@@ -575,6 +584,8 @@ def main(argv):
     references = {}
     if PROXY_STEPS.value:
         references[PROXY] = (proxy_label(), {a["name"]: standalone_ap50(proxy_dir(work_dir, a["name"])) for a in archs})
+        references[PROXY_LOSS] = (proxy_loss_label(),
+                                  {a["name"]: -mean_training_loss(proxy_dir(work_dir, a["name"])) for a in archs})
     if FINETUNE_STEPS.value:
         references[FINETUNED] = (finetuned_label(),
                                  {a["name"]: standalone_ap50(finetune_dir(work_dir, a["name"])) for a in archs})

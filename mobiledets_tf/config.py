@@ -130,6 +130,9 @@ class SearchConfig(base_config.Config):
     finalist_source: str = "controller"  # (search/finalists.py): the search's controller, or "band":
     finalist_steps: int = 500            # uniform draws, no supernet; steps of each finalist,
     finalist_band: float = 0.03          # all predicted within this relative band of the target
+    finalist_measure: str = "ap50"       # the best finalist: highest validation AP50, or "training_loss":
+                                         # lowest detection loss averaged over its training (no evaluation)
+    finalist_seeds: int = 1              # trainings of each finalist (seeds of their own), scores averaged
     seed: int = 0                        # architecture sampling
 
 
@@ -151,12 +154,13 @@ _CHOICES = {
     "search.quality_metric": ("AP50", "AP"),
     "search.reward": ("absolute", "mnas_soft", "mnas_hard"),
     "search.finalist_source": ("controller", "band"),
+    "search.finalist_measure": ("ap50", "training_loss"),
 }
 _POSITIVE = ("model.input_size", "model.num_classes", "model.depth_multiplier", "train.batch_size",
              "train.steps", "train.checkpoint_every", "train.log_every", "eval.batch_size",
              "data.max_boxes", "data.builtin.num_train", "data.builtin.num_val", "data.builtin.max_objects",
              "search.validation_batch_multiple", "search.rl_boost", "search.baseline_momentum",
-             "search.finalist_steps")
+             "search.finalist_steps", "search.finalist_seeds")
 _NON_NEGATIVE = ("search.quality_max_detections", "search.controller_steps", "search.capacity_weight",
                  "search.finalists", "train.qat_range_batches")
 _NEGATIVE = ("search.reward_beta", "search.reward_exponent")   # a penalty on being slow

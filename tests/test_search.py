@@ -139,6 +139,15 @@ def test_search_writes_an_architecture_of_the_space(tiny_data_dir, space_path, c
     assert row["architecture"] == name and row["median_ms"] > 0, timed.stdout
 
 
+def test_the_config_accepts_exactly_the_rewards_and_finalist_measures_the_search_knows():
+    # config sits below search/ in the import graph, so it names the choices again: they must agree.
+    from mobiledets_tf.config import _CHOICES
+    from mobiledets_tf.search.finalists import FINALIST_MEASURES
+    from mobiledets_tf.search.rewards import REWARDS
+    assert set(_CHOICES["search.finalist_measure"]) == set(FINALIST_MEASURES)
+    assert set(_CHOICES["search.reward"]) == set(REWARDS)
+
+
 def test_finalists_are_distinct_controller_draws_within_the_band():
     from mobiledets_tf.search.finalists import draw_finalists
     pool = [[0, 0], [0, 1], [1, 0], [1, 1]]
@@ -185,7 +194,7 @@ def test_the_finalist_stage_keeps_the_best_finalist_and_resumes(tiny_data_dir, s
 
     # The choice and the resumption, the training replaced by fixed scores.
     scores = iter([0.1, 0.3, 0.3])
-    monkeypatch.setattr(finalists_lib, "train_and_score", lambda config, model_dir, strategy: next(scores))
+    monkeypatch.setattr(finalists_lib, "train_and_score", lambda config, model_dir, strategy, measure: next(scores))
     loop = tunas.SearchLoop(SearchTask(load_config(str(model_dir / "config.yaml")), tf.distribute.get_strategy()),
                             cost, str(model_dir))
     loop.restore()
@@ -202,6 +211,20 @@ def test_the_finalist_stage_keeps_the_best_finalist_and_resumes(tiny_data_dir, s
                                            "synthetic")
     assert again == chosen   # every finalist scored: nothing trained again (the scores would have run out)
 
+    # By the training loss the lowest wins (the first of equal ones), scored into its own field.
+    losses = iter([2.0, 1.5, 1.5])
+    monkeypatch.setattr(finalists_lib, "train_and_score",
+                        lambda config, model_dir, strategy, measure: next(losses) if measure == "training_loss" else 0)
+    by_loss = tmp_path / "by_loss"
+    by_loss.mkdir()
+    (by_loss / "config.yaml").write_text((other / "config.yaml").read_text().replace(
+        "finalist_measure: ap50", "finalist_measure: training_loss"))
+    chosen, drawn = finalists_lib.run_finalists(space, draw, str(by_loss), tf.distribute.get_strategy(), "searched",
+                                                "synthetic")
+    assert [f.training_loss for f in drawn] == [2.0, 1.5, 1.5] and chosen.name == "finalist_01"
+    assert all(f.ap50 is None for f in drawn)
+    assert json.loads((by_loss / "finalists.json").read_text())["measure"] == "training_loss"
+
 
 @pytest.mark.slow
 def test_a_random_search_judges_architectures_near_the_target_by_short_trainings(
@@ -212,18 +235,36 @@ def test_a_random_search_judges_architectures_near_the_target_by_short_trainings
     cost = CostModel.load(cost_model_path)
     space = load_space(space_path, "edgetpu")
     target = float(cost.expected(space, [np.full(len(d.choices), 1 / len(d.choices)) for d in space.decisions]))
-    config = search_config(tmp_path, 2, space_path, finalists=2, finalist_steps=2, finalist_source="band",
-                           finalist_band=0.1)
+    config = search_config(tmp_path, 2, space_path, finalists=2, finalist_steps=4, finalist_source="band",
+                           finalist_band=0.1, finalist_measure="training_loss", finalist_seeds=2)
     run = run_binary("search", f"--config={config}", f"--model_dir={model_dir}", f"--cost_model={cost_model_path}",
                      f"--target_ms={target}")
     record = json.loads((model_dir / "finalists.json").read_text())
-    assert record["source"] == "band" and len(record["finalists"]) == 2
+    assert record["source"] == "band" and record["measure"] == "training_loss" and len(record["finalists"]) == 2
+    seed = load_config(str(config)).train.seed + 1000
     for finalist in record["finalists"]:
         assert abs(cost.predict(space, finalist["indices"]) / target - 1) <= 0.1
-        assert (model_dir / "finalists" / finalist["name"] / "eval" / "metrics.json").exists()
-    chosen = max(record["finalists"], key=lambda f: f["ap50"])
+        per_seed = []
+        for k, folder in enumerate([finalist["name"], finalist["name"] + "_run1"]):
+            trained = model_dir / "finalists" / folder
+            assert not (trained / "eval").exists()   # judged without an evaluation
+            assert load_config(str(trained / "config.yaml")).train.seed == seed + k
+            # The detection loss averaged over both logged loops of 2 steps (log_every 2), read back by hand.
+            logged = {}
+            for event_file in (trained / "train").glob("events.out.tfevents.*"):
+                for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+                    for value in event.summary.value:
+                        if value.tag in ("losses/classification_loss", "losses/localization_loss"):
+                            logged[event.step] = logged.get(event.step, 0.0) + float(tf.make_ndarray(value.tensor))
+            assert sorted(logged) == [2, 4]
+            per_seed.append((logged[2] + logged[4]) / 2)
+        assert finalist["per_seed"] == pytest.approx(per_seed, rel=1e-6) and finalist["ap50"] is None
+        assert finalist["training_loss"] == pytest.approx(np.mean(per_seed), rel=1e-6)
+    chosen = min(record["finalists"], key=lambda f: f["training_loss"])
     searched = json.loads((model_dir / "searched_arch.json").read_text())
     assert searched["indices"] == chosen["indices"] and "searched architecture:" in run.stdout
+    assert searched["finalist_training_loss"] == chosen["training_loss"]
+    assert "mean training loss" in run.stdout
     assert "random search over" in load_arch(str(model_dir / "searched_arch.yaml")).description
     assert not list(model_dir.glob("ckpt-*")) and not (model_dir / "controller_arch.yaml").exists()   # no supernet
 

@@ -12,9 +12,10 @@ writes `searched_arch.yaml` (the controller's most likely architecture, an ArchS
 `mobiledets-train --arch=...` accepts) and `searched_arch.json` (its choices, predicted latency and
 the final probabilities). With `search.finalists=N` the search ends with a finalist stage
 (search/finalists.py): N architectures of the controller's final distribution near the target,
-each trained from scratch for `search.finalist_steps` and scored on the validation split; the best
+each trained from scratch for `search.finalist_steps` and scored by `search.finalist_measure` (its
+AP50 on the validation split, or its detection loss averaged over that training); the best
 becomes `searched_arch.yaml`, the controller's pick is kept as `controller_arch.yaml`, and
-`finalists.json` lists every finalist's AP50. With `search.finalist_source=band` as well, no
+`finalists.json` lists every finalist's score. With `search.finalist_source=band` as well, no
 supernet is trained: the finalists are drawn uniformly among the architectures predicted near the
 target (a random search judged by short trainings). `--random_baseline=N` instead writes N random
 architectures of the space predicted near the target, the baseline a searched architecture is
@@ -83,15 +84,25 @@ def write_random_baseline(config, cost_model) -> None:
                                              "architectures": records}, indent=2) + "\n")
 
 
-def print_finalists(chosen, finalists) -> None:
+MEASURE_LABELS = {"ap50": "AP50", "training_loss": "mean training loss"}
+
+
+def print_finalists(chosen, finalists, measure: str) -> None:
     print(f"finalists: {os.path.join(MODEL_DIR.value, 'finalists.json')}\n" + "\n".join(
-        f"  {f.name}: predicted {f.predicted_ms:.2f} ms, AP50 {f.ap50:.4f}" + (" (chosen)" if f is chosen else "")
-        for f in finalists))
+        f"  {f.name}: predicted {f.predicted_ms:.2f} ms, {MEASURE_LABELS[measure]} {getattr(f, measure):.4f}"
+        + (" (chosen)" if f is chosen else "") for f in finalists))
 
 
 def finalists_how(config, finalists) -> str:
-    return (f", the best of {len(finalists)} finalists by AP50 after {config.search.finalist_steps} standalone "
-            "steps")
+    s = config.search
+    best = "AP50" if s.finalist_measure == "ap50" else "the lowest mean training loss"
+    return f", the best of {len(finalists)} finalists by {best} over {s.finalist_steps} standalone steps"
+
+
+def chosen_score(config, chosen) -> dict:
+    """The chosen finalist's score as searched_arch.json records it (finalist_ap50 or finalist_training_loss)."""
+    measure = config.search.finalist_measure
+    return {f"finalist_{measure}": getattr(chosen, measure)}
 
 
 def choose_among_finalists(loop, controller_pick, strategy):
@@ -105,9 +116,9 @@ def choose_among_finalists(loop, controller_pick, strategy):
     chosen, finalists = run_finalists(loop.space, lambda: controller_finalists(loop.controller, loop.predicted_ms, s),
                                       MODEL_DIR.value, strategy, architecture_name("searched", loop.space, s.target_ms),
                                       loop.cost_model.describe())
-    print_finalists(chosen, finalists)
+    print_finalists(chosen, finalists, s.finalist_measure)
     return loop.write_result(chosen.indices, how=finalists_how(loop.config, finalists), finalist=chosen.name,
-                             finalist_ap50=chosen.ap50, controller_arch=controller_pick.arch_path)
+                             controller_arch=controller_pick.arch_path, **chosen_score(loop.config, chosen))
 
 
 def random_search(config, cost_model, strategy):
@@ -121,16 +132,16 @@ def random_search(config, cost_model, strategy):
     if s.target_ms <= 0:
         raise ConfigError(f"search.target_ms must be a positive latency in ms, got {s.target_ms}")
     logging.info("Random search of %s for %.2f ms: %d architectures predicted within %g%% of it, each trained "
-                 "for %d steps; cost model %s", space.tag, s.target_ms, s.finalists, 100 * s.finalist_band,
-                 s.finalist_steps, cost_model.describe())
+                 "for %d steps and judged by its %s; cost model %s", space.tag, s.target_ms, s.finalists,
+                 100 * s.finalist_band, s.finalist_steps, MEASURE_LABELS[s.finalist_measure], cost_model.describe())
     fileio.makedirs(MODEL_DIR.value)
     save_config(config, os.path.join(MODEL_DIR.value, "config.yaml"))
     chosen, finalists = run_finalists(space, lambda: band_finalists(space, cost_model, s), MODEL_DIR.value, strategy,
                                       architecture_name("searched", space, s.target_ms), cost_model.describe())
-    print_finalists(chosen, finalists)
+    print_finalists(chosen, finalists, s.finalist_measure)
     return save_result(space, chosen.indices, chosen.predicted_ms, MODEL_DIR.value, "searched_arch",
                        f"random search over {space.tag}{finalists_how(config, finalists)}", s.target_ms,
-                       cost_model.describe(), finalist=chosen.name, finalist_ap50=chosen.ap50)
+                       cost_model.describe(), finalist=chosen.name, **chosen_score(config, chosen))
 
 
 def main(argv):

@@ -7,10 +7,12 @@ ends with this stage: it draws N distinct architectures from the controller's fi
 (its most likely one first; with `search.finalist_source=band`, uniformly from the space, and no
 supernet is trained) whose predicted latency lies within `search.finalist_band` of the target,
 trains each from scratch for `search.finalist_steps` with the search's own training recipe
-(warmup a tenth of the steps, a seed of its own), scores it on the validation split as
-`mobiledets-eval` does, and keeps the one of the highest AP50 (the earlier drawn on a tie). Every
-finalist trains into its own folder under `finalists/` and is skipped once scored, so the stage
-resumes where it stopped.
+(warmup a tenth of the steps, a seed of its own; `search.finalist_seeds` trainings under as many
+seeds, their scores averaged) and keeps the best by `search.finalist_measure`:
+`ap50`, its AP50 on the validation split as `mobiledets-eval` scores it (the highest), or
+`training_loss`, its detection loss averaged over every step of that training (the lowest; no
+evaluation: training/loss_history.py). The earlier drawn wins a tie. Every finalist trains into its
+own folder under `finalists/` and is skipped once scored, so the stage resumes where it stopped.
 """
 import dataclasses
 import json
@@ -32,7 +34,18 @@ class Finalist:
     name: str
     indices: List[int]
     predicted_ms: float
-    ap50: Optional[float] = None   # after the short training; None until then
+    ap50: Optional[float] = None            # after the short training (measure ap50); None until then
+    training_loss: Optional[float] = None   # its mean detection loss (measure training_loss)
+    per_seed: Optional[List[float]] = None  # the measure of each training when there are several
+
+    def score(self, measure: str) -> Optional[float]:
+        """The finalist's `measure` (FINALIST_MEASURES), higher is better; None until it is scored."""
+        value = getattr(self, measure)
+        return None if value is None else FINALIST_MEASURES[measure] * value
+
+
+# Each measure and its sign: AP50 is better higher, the training loss lower.
+FINALIST_MEASURES = {"ap50": 1.0, "training_loss": -1.0}
 
 
 def draw_finalists(sample: Callable[[np.random.Generator], List[int]], first: List[int],
@@ -61,25 +74,30 @@ def draw_finalists(sample: Callable[[np.random.Generator], List[int]], first: Li
 FINALIST_SEED_OFFSET = 1000
 
 
-def finalist_config(config_path: str, arch_path: str, steps: int) -> ExperimentConfig:
+def finalist_config(config_path: str, arch_path: str, steps: int, run: int = 0) -> ExperimentConfig:
     """The search's recipe (its saved config) training `arch_path` from scratch for `steps`, under
-    train.seed + FINALIST_SEED_OFFSET: a later training of the chosen architecture under the search's
-    seed starts from other weights and data order than its finalist did, so the choice is judged on
-    trainings that did not make it."""
-    seed = load_config(config_path).train.seed + FINALIST_SEED_OFFSET
+    train.seed + FINALIST_SEED_OFFSET + `run` (the finalist's `run`-th training): a later training of
+    the chosen architecture under the search's seed starts from other weights and data order than
+    its finalist did, so the choice is judged on trainings that did not make it."""
+    seed = load_config(config_path).train.seed + FINALIST_SEED_OFFSET + run
     return load_config(config_path, [f"model.arch={arch_path!r}", f"train.steps={steps}",
                                      f"train.warmup_steps={steps // 10}", f"train.checkpoint_every={steps}",
                                      "train.eval_every=0", f"train.seed={seed}"])
 
 
-def train_and_score(config: ExperimentConfig, model_dir: str, strategy) -> float:
-    """Trains `config`'s detector into `model_dir` (resuming) and returns its AP50 on the validation
-    split, written to model_dir/eval/metrics.json as `mobiledets-eval` writes it."""
+def finalist_dir(model_dir: str, name: str, run: int) -> str:
+    """Where a finalist's `run`-th training goes: finalists/NAME, then finalists/NAME_runK."""
+    return os.path.join(model_dir, FINALISTS_DIR, name if run == 0 else f"{name}_run{run}")
+
+
+def train_and_score(config: ExperimentConfig, model_dir: str, strategy, measure: str) -> float:
+    """Trains `config`'s detector into `model_dir` (resuming) and returns its `measure`: its AP50 on
+    the validation split, written to model_dir/eval/metrics.json as `mobiledets-eval` writes it, or
+    its detection loss averaged over the training's steps."""
     from mobiledets_tf.config import save_config
-    from mobiledets_tf.evaluation.keras_eval import evaluate_predict_fn, keras_predict_fn, restore_detector
     from mobiledets_tf.keras import keras
-    from mobiledets_tf.models.checkpoints import checkpoint_location
     from mobiledets_tf.training.loop import TrainingLoop
+    from mobiledets_tf.training.loss_history import mean_training_loss
     from mobiledets_tf.training.task import DetectionTask
 
     keras.backend.clear_session()
@@ -88,6 +106,16 @@ def train_and_score(config: ExperimentConfig, model_dir: str, strategy) -> float
     save_config(config, os.path.join(model_dir, "config.yaml"))
     task.detector.arch.save(os.path.join(model_dir, "arch.json"))
     TrainingLoop(task, model_dir).run()
+    if measure == "training_loss":
+        return mean_training_loss(model_dir)
+    return validation_ap50(config, task, model_dir)
+
+
+def validation_ap50(config: ExperimentConfig, task, model_dir: str) -> float:
+    """The AP50 of model_dir's latest checkpoint on the validation split (model_dir/eval/metrics.json)."""
+    from mobiledets_tf.evaluation.keras_eval import evaluate_predict_fn, keras_predict_fn, restore_detector
+    from mobiledets_tf.models.checkpoints import checkpoint_location
+
     detector = restore_detector(config, checkpoint_location("", model_dir))
     metrics = evaluate_predict_fn(keras_predict_fn(detector, config.eval), config, task.data,
                                   os.path.join(model_dir, "eval"), progress=False)
@@ -127,7 +155,7 @@ def run_finalists(space, draw: Callable[[], List[Finalist]], model_dir: str, str
                   cost_model_description: str) -> Tuple[Finalist, List[Finalist]]:
     """The finalist stage in `model_dir` (its config.yaml holds the search's settings): the finalists
     `draw` returns (or those finalists.json recorded), each trained and scored once: (the chosen one,
-    all of them), written to finalists.json with their AP50."""
+    all of them), written to finalists.json with their scores."""
     config_path = os.path.join(model_dir, "config.yaml")
     s = load_config(config_path).search
     record_path = os.path.join(model_dir, FINALISTS_JSON)
@@ -139,26 +167,30 @@ def run_finalists(space, draw: Callable[[], List[Finalist]], model_dir: str, str
 
     def write(chosen: Optional[Finalist] = None) -> None:
         fileio.write_text_atomically(record_path, json.dumps(
-            {"source": s.finalist_source, "steps": s.finalist_steps, "band": s.finalist_band, "target_ms": s.target_ms,
+            {"source": s.finalist_source, "measure": s.finalist_measure, "steps": s.finalist_steps,
+             "seeds": s.finalist_seeds, "band": s.finalist_band, "target_ms": s.target_ms,
              "chosen": chosen.name if chosen else None,
              "finalists": [dataclasses.asdict(f) for f in finalists]}, indent=2) + "\n")
 
     write()
+    measure = s.finalist_measure
     for k, finalist in enumerate(finalists):
-        if finalist.ap50 is not None:
+        if finalist.score(measure) is not None:
             continue
-        finalist_dir = os.path.join(model_dir, FINALISTS_DIR, finalist.name)
         arch_path = os.path.join(model_dir, FINALISTS_DIR, f"{finalist.name}.yaml")
         space.to_arch_spec(finalist.indices, name=f"{arch_name}_{finalist.name}",
                            description=f"finalist {k} of a search over {space.tag}, target {s.target_ms:g} ms, "
                                        f"predicted {finalist.predicted_ms:.2f} ms ({cost_model_description})"
                            ).save(arch_path)
-        logging.info("Finalist %d of %d (predicted %.2f ms): %d steps from scratch", k + 1, len(finalists),
-                     finalist.predicted_ms, s.finalist_steps)
-        finalist.ap50 = train_and_score(finalist_config(config_path, arch_path, s.finalist_steps), finalist_dir,
-                                        strategy)
-        logging.info("Finalist %d of %d: AP50 %.4f", k + 1, len(finalists), finalist.ap50)
+        logging.info("Finalist %d of %d (predicted %.2f ms): %d steps from scratch, %d training(s)", k + 1,
+                     len(finalists), finalist.predicted_ms, s.finalist_steps, s.finalist_seeds)
+        scores = [train_and_score(finalist_config(config_path, arch_path, s.finalist_steps, run),
+                                  finalist_dir(model_dir, finalist.name, run), strategy, measure)
+                  for run in range(s.finalist_seeds)]
+        setattr(finalist, measure, float(np.mean(scores)))
+        finalist.per_seed = scores if len(scores) > 1 else None
+        logging.info("Finalist %d of %d: %s %.4f", k + 1, len(finalists), measure, getattr(finalist, measure))
         write()
-    chosen = max(finalists, key=lambda f: f.ap50)   # max keeps the first of equal values
+    chosen = max(finalists, key=lambda f: f.score(measure))   # max keeps the first of equal values
     write(chosen)
     return chosen, finalists

@@ -33,6 +33,7 @@ from mobiledets_tf.arch import ArchSpecError
 from mobiledets_tf.bin import common
 from mobiledets_tf.config import ConfigError, save_config
 from mobiledets_tf.search.cost_model import CostModel, CostModelError
+from mobiledets_tf.search.finalists import FINALIST_MEASURES, MEASURE_LABELS
 from mobiledets_tf.search.space import SearchSpaceError
 from mobiledets_tf.training.loop import TrainingDivergedError
 from mobiledets_tf.training.strategy import make_strategy, split_cpu
@@ -84,9 +85,6 @@ def write_random_baseline(config, cost_model) -> None:
                                              "architectures": records}, indent=2) + "\n")
 
 
-MEASURE_LABELS = {"ap50": "AP50", "training_loss": "mean training loss"}
-
-
 def print_finalists(chosen, finalists, measure: str) -> None:
     print(f"finalists: {os.path.join(MODEL_DIR.value, 'finalists.json')}\n" + "\n".join(
         f"  {f.name}: predicted {f.predicted_ms:.2f} ms, {MEASURE_LABELS[measure]} {getattr(f, measure):.4f}"
@@ -95,8 +93,9 @@ def print_finalists(chosen, finalists, measure: str) -> None:
 
 def finalists_how(config, finalists) -> str:
     s = config.search
-    best = "AP50" if s.finalist_measure == "ap50" else "the lowest mean training loss"
-    return f", the best of {len(finalists)} finalists by {best} over {s.finalist_steps} standalone steps"
+    best = "highest" if FINALIST_MEASURES[s.finalist_measure] > 0 else "lowest"
+    return (f", the best of {len(finalists)} finalists by the {best} {MEASURE_LABELS[s.finalist_measure]} over "
+            f"{s.finalist_steps} standalone steps")
 
 
 def chosen_score(config, chosen) -> dict:

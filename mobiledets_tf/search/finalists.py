@@ -44,8 +44,9 @@ class Finalist:
         return None if value is None else FINALIST_MEASURES[measure] * value
 
 
-# Each measure and its sign: AP50 is better higher, the training loss lower.
+# Each measure and its sign: AP50 is better higher, the training loss lower; and how output names it.
 FINALIST_MEASURES = {"ap50": 1.0, "training_loss": -1.0}
+MEASURE_LABELS = {"ap50": "AP50", "training_loss": "mean training loss"}
 
 
 def draw_finalists(sample: Callable[[np.random.Generator], List[int]], first: List[int],

@@ -47,11 +47,8 @@ def mean_training_loss(model_dir: str, keys: Sequence[str] = DETECTION_LOSSES) -
     if missing:
         raise ValueError(f"{model_dir} holds no logged {', '.join(missing)} (model_dir/train/events.out.tfevents.*): "
                          f"was it trained?")
-    total, last_step = 0.0, 0
+    total = 0.0
     for key in keys:
-        previous = 0
-        for step, value in logged[key]:
-            total += value * (step - previous)
-            previous = step
-        last_step = previous
-    return total / last_step
+        steps = [step for step, _ in logged[key]]
+        total += sum(value * (step - previous) for (step, value), previous in zip(logged[key], [0] + steps))
+    return total / logged[keys[0]][-1][0]

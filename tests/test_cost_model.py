@@ -4,6 +4,7 @@ expected latency, and mobiledets-cost-model fit/eval/predict.
 Latencies here come from a known linear model over the real search space's features plus noise, so
 what the fit should recover is known; measuring real models is covered by test_latency_data.py.
 """
+import dataclasses
 import json
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from conftest import run_binary
 from mobiledets_tf.arch import load_arch
-from mobiledets_tf.search.cost_model import (CostModel, CostModelError, FitMetrics, evaluate, fit,
+from mobiledets_tf.search.cost_model import (CostModel, CostModelError, FitMetrics, evaluate, evaluate_scaled, fit,
                                              measured_with, split_holdout, with_statistic)
 from mobiledets_tf.search.latency_data import CollectionSettings, sample_row
 from mobiledets_tf.search.space import load_space
@@ -19,9 +20,9 @@ from mobiledets_tf.search.space import load_space
 SETTINGS = CollectionSettings(space="ibn_fused_tucker", platform="cpu")
 
 
-def synthetic_dataset(path, num=300, noise=0.01, seed=0, settings=SETTINGS):
-    """A latency dataset file whose latencies are true_w . f + 12 ms, times (1 + noise * N(0, 1)); the
-    fastest run of each is 3% under that."""
+def synthetic_dataset(path, num=300, noise=0.01, seed=0, settings=SETTINGS, scale=1.0):
+    """A latency dataset file whose latencies are true_w . f + 12 ms, times (1 + noise * N(0, 1)) and
+    `scale` (a faster or slower device); the fastest run of each is 3% under that."""
     space = settings.load_space()
     rng = np.random.default_rng(seed)
     true_weights = rng.uniform(0.0, 4.0, space.cost_features.size)
@@ -29,7 +30,7 @@ def synthetic_dataset(path, num=300, noise=0.01, seed=0, settings=SETTINGS):
         f.write(json.dumps({**settings.header(space), "context": {}}) + "\n")
         for r in range(num):
             indices = sample_row(space, settings.seed, r)
-            latency = (true_weights @ space.cost_features.of(indices) + 12.0) * (1 + noise * rng.normal())
+            latency = scale * (true_weights @ space.cost_features.of(indices) + 12.0) * (1 + noise * rng.normal())
             f.write(json.dumps({"row": r, "indices": indices, "device": "test CPU", "latency_ms": latency,
                                 "error": None, "stats": {"median_ms": latency, "min_ms": 0.97 * latency}})
                     + "\n")
@@ -73,6 +74,22 @@ def test_fit_recovers_a_linear_latency_and_reports_held_out_figures(tmp_path):
         fit(space, train[:5], {})
     with pytest.raises(CostModelError, match="cannot hold out 400 of 300"):
         split_holdout(rows, 400)
+
+
+def test_a_model_of_another_device_is_judged_up_to_one_scale_factor(tmp_path):
+    """The same architectures on a device twice as fast: off by half unscaled, and up to the median
+    ratio exactly as good as on its own device's data (the same noise, scaled)."""
+    space, _ = synthetic_dataset(tmp_path / "d.jsonl", noise=0.03)
+    synthetic_dataset(tmp_path / "fast.jsonl", noise=0.03, scale=0.5)
+    header, rows = read_rows(tmp_path / "d.jsonl")
+    _, fast_rows = read_rows(tmp_path / "fast.jsonl")
+    model = fit(space, rows[:200], measured_with(header, rows))
+    own_ratio, own = evaluate_scaled(model, space, rows)
+    fast_ratio, fast = evaluate_scaled(model, space, fast_rows)
+    assert own_ratio == pytest.approx(1.0, abs=0.02) and fast_ratio == pytest.approx(0.5 * own_ratio)
+    assert dataclasses.asdict(fast) == pytest.approx(dataclasses.asdict(own))
+    unscaled = evaluate(model, space, fast_rows)
+    assert unscaled.mape > 90 and unscaled.within_10 == 0 and unscaled.kendall_tau == pytest.approx(fast.kendall_tau)
 
 
 def test_noise_free_data_is_fitted_exactly():
@@ -195,6 +212,7 @@ def test_binary_fit_eval_predict(tmp_path):
                            f"--output={tmp_path / 'plots' / 'other.png'}")
     assert "architectures        60" in evaluated.stdout and (tmp_path / "plots" / "other.png").exists()
     assert not (tmp_path / "other_eval.png").exists()   # nothing written next to the data
+    assert "up to one scale factor (predictions times 1.0" in evaluated.stdout
 
     predicted = run_binary("cost_model", "predict", f"--model={model_path}", "--arch=mobiledet_cpu")
     model, space = CostModel.load(str(model_path)), SETTINGS.load_space()

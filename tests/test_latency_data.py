@@ -7,6 +7,7 @@ import pytest
 
 from conftest import run_binary
 from mobiledets_tf.benchmark.harness import BenchmarkOptions
+from mobiledets_tf.benchmark.local import vector_extensions
 from mobiledets_tf.search import latency_data
 from mobiledets_tf.search.latency_data import (CollectionSettings, LatencyDataError, collect, read_dataset,
                                                sample_row)
@@ -25,6 +26,7 @@ def test_collects_resumes_and_keeps_one_row_per_architecture(tmp_path, monkeypat
     space = settings.load_space()
     assert header["space"] == "ibn_fused_tucker" and header["skeleton"] == "mobiledet_edgetpu"
     assert header["num_decisions"] == len(space.decisions) and header["context"]["host"]
+    assert header["context"]["vector extensions"] == vector_extensions()   # the CPU the rows were timed on
     for row in rows:
         assert row["indices"] == sample_row(space, 0, row["row"])
         assert row["arch"] == space.to_arch_spec(row["indices"]).to_dict()

@@ -55,13 +55,16 @@ def expand_models(patterns: Sequence[str]) -> List[str]:
 
 
 def machine_context(backend: str) -> Dict[str, str]:
-    """What the table was measured with: machine, software versions, date."""
+    """What the table was measured with: machine (with the local CPU's vector extensions), software
+    versions, date."""
     versions = ", ".join(f"{package} {metadata.version(package)}"
                          for package in ("ai-edge-litert", "mobiledets_tf"))
     context = {"date": datetime.date.today().isoformat(), "backend": backend,
                "host": f"{local.cpu_name()}, {os.cpu_count()} CPUs, {platform.system()} "
                        f"{platform.release()}, Python {platform.python_version()}",
                "versions": versions}
+    if backend == "local":   # what the CPU kernels can use: the same model runs at other speeds elsewhere
+        context["vector extensions"] = local.vector_extensions()
     return context
 
 

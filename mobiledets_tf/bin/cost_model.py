@@ -32,8 +32,8 @@ from mobiledets_tf.bin.benchmark_flags import backend_flag, benchmark_options_fr
 from mobiledets_tf.export.edgetpu import CompilerNotFoundError
 from mobiledets_tf.fileio import write_text_atomically
 from mobiledets_tf.benchmark.latency import LATENCY_STATISTICS
-from mobiledets_tf.search.cost_model import (CostModel, CostModelError, check_compatible, evaluate, fit,
-                                             measured_with, split_holdout, with_statistic)
+from mobiledets_tf.search.cost_model import (CostModel, CostModelError, check_compatible, evaluate, evaluate_scaled,
+                                             fit, measured_with, split_holdout, with_statistic)
 from mobiledets_tf.search.cost_model_plot import plot_predictions
 from mobiledets_tf.search.latency_data import CollectionSettings, measure_architectures, read_dataset
 from mobiledets_tf.search.space import SearchSpaceError, load_space
@@ -121,6 +121,8 @@ def run_eval():
     metrics = evaluate(model, space, rows)
     print(f"cost model {model.describe()}")
     print_metrics(f"on {', '.join(DATA.value)}", metrics)
+    ratio, scaled = evaluate_scaled(model, space, rows)
+    print_metrics(f"up to one scale factor (predictions times {ratio:.3f}, the median measured/predicted)", scaled)
     if PLOT.value:
         plot = OUTPUT.value or os.path.splitext(os.path.basename(DATA.value[0]))[0] + "_eval.png"
         plot_predictions([("data", model.predict_many(space, [r["indices"] for r in rows]),

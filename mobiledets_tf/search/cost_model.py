@@ -248,13 +248,28 @@ def fit(space: SearchSpace, rows: Sequence[Dict], measured_with: Dict, ridge: Op
     return model
 
 
-def evaluate(model: CostModel, space: SearchSpace, rows: Sequence[Dict]) -> FitMetrics:
-    """Predictions of `model` against the measured latencies of `rows`."""
+def _predicted_and_measured(model: CostModel, space: SearchSpace,
+                            rows: Sequence[Dict]) -> Tuple[np.ndarray, np.ndarray]:
     rows = measured_rows(rows)
     if not rows:
         raise CostModelError("no measured architectures to evaluate on")
-    predicted = model.predict_many(space, [r["indices"] for r in rows])
-    return FitMetrics.of(predicted, [r["latency_ms"] for r in rows])
+    return (model.predict_many(space, [r["indices"] for r in rows]),
+            np.asarray([r["latency_ms"] for r in rows], float))
+
+
+def evaluate(model: CostModel, space: SearchSpace, rows: Sequence[Dict]) -> FitMetrics:
+    """Predictions of `model` against the measured latencies of `rows`."""
+    return FitMetrics.of(*_predicted_and_measured(model, space, rows))
+
+
+def evaluate_scaled(model: CostModel, space: SearchSpace, rows: Sequence[Dict]) -> Tuple[float, FitMetrics]:
+    """How well `model` predicts `rows` up to one scale factor: the median ratio of measured to
+    predicted latency, and the predictions times that ratio against the measurements. On data of
+    another device, it tells whether the model still orders and spaces architectures as that device
+    does (it then serves a search there with the target scaled by the ratio, or is refitted)."""
+    predicted, measured = _predicted_and_measured(model, space, rows)
+    ratio = float(np.median(measured / predicted))
+    return ratio, FitMetrics.of(ratio * predicted, measured)
 
 
 def with_statistic(rows: Sequence[Dict], statistic: str) -> List[Dict]:

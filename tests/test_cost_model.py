@@ -13,7 +13,7 @@ import pytest
 from conftest import run_binary
 from mobiledets_tf.arch import load_arch
 from mobiledets_tf.search.cost_model import (CostModel, CostModelError, FitMetrics, evaluate, evaluate_scaled, fit,
-                                             measured_with, split_holdout, with_statistic)
+                                             measured_with, rescale, split_holdout, with_statistic)
 from mobiledets_tf.search.latency_data import CollectionSettings, sample_row
 from mobiledets_tf.search.space import load_space
 
@@ -90,6 +90,43 @@ def test_a_model_of_another_device_is_judged_up_to_one_scale_factor(tmp_path):
     assert dataclasses.asdict(fast) == pytest.approx(dataclasses.asdict(own))
     unscaled = evaluate(model, space, fast_rows)
     assert unscaled.mape > 90 and unscaled.within_10 == 0 and unscaled.kendall_tau == pytest.approx(fast.kendall_tau)
+
+
+def test_a_model_is_rescaled_to_another_device_from_a_few_architectures(tmp_path):
+    """`fit --base`: the base model times one factor from 20 architectures of a device twice as fast
+    predicts all 300 there as well as the base does its own; data of other models is refused."""
+    synthetic_dataset(tmp_path / "d.jsonl")
+    synthetic_dataset(tmp_path / "fast.jsonl", scale=0.5)
+    synthetic_dataset(tmp_path / "fast20.jsonl", num=20, scale=0.5)
+    base_path, rescaled_path = tmp_path / "base.json", tmp_path / "rescaled.json"
+    run_binary("cost_model", "fit", f"--data={tmp_path / 'd.jsonl'}", "--holdout=50", "--statistic=min",
+               f"--output={base_path}")
+    out = run_binary("cost_model", "fit", f"--base={base_path}", f"--data={tmp_path / 'fast20.jsonl'}",
+                     "--holdout=5", f"--output={rescaled_path}").stdout
+    assert "the median measured/predicted ratio of 15 architectures, 5 held out" in out
+    base, rescaled = CostModel.load(str(base_path)), CostModel.load(str(rescaled_path))
+    scale = rescaled.rescaled_from["scale"]
+    assert scale == pytest.approx(0.5, rel=0.02) and f"times {scale:.4f}" in out
+    assert rescaled.statistic == "min" and rescaled.num_train == 15 and rescaled.rescaled_from["num_train"] == 250
+    assert rescaled.metrics["holdout"]["count"] == 5 and "rescaled from test CPU" in rescaled.describe()
+    space = SETTINGS.load_space()
+    _, fast_rows = read_rows(tmp_path / "fast.jsonl")
+    fast_rows = with_statistic(fast_rows, "min")
+    indices = [r["indices"] for r in fast_rows]
+    assert np.allclose(rescaled.predict_many(space, indices), scale * base.predict_many(space, indices))
+    on_fast = evaluate(rescaled, space, fast_rows)
+    assert on_fast.within_10 >= 0.95 and on_fast.mape < 5 and evaluate(base, space, fast_rows).within_10 == 0
+
+    header, rows = read_rows(tmp_path / "fast20.jsonl")
+    with pytest.raises(CostModelError, match="at least 3"):
+        rescale(base, space, rows[:2], measured_with(header, rows, "min"))
+    with pytest.raises(CostModelError, match="predicts the min latency"):
+        rescale(base, space, rows, measured_with(header, rows, "median"))
+    synthetic_dataset(tmp_path / "small_input.jsonl", num=20, settings=dataclasses.replace(SETTINGS, input_size=160))
+    refused = run_binary("cost_model", "fit", f"--base={base_path}", f"--data={tmp_path / 'small_input.jsonl'}",
+                         "--holdout=0", f"--output={tmp_path / 'no.json'}", check=False)
+    assert refused.returncode != 0 and "input_size: 160 vs 320" in refused.stderr
+    assert not (tmp_path / "no.json").exists()
 
 
 def test_noise_free_data_is_fitted_exactly():

@@ -6,10 +6,14 @@
     mobiledets-cost-model measure --model=configs/cost_models/ibn_fused_tucker_cpu.json \
         --arch=runs/search/searched_arch.yaml,mobiledet_cpu --cpus=1
 
+    mobiledets-cost-model fit --base=configs/cost_models/ibn_fused_tucker_cpu.json --data=runs/latency/20.jsonl \
+        --holdout=0 --output=runs/latency/cpu_cost.json
+
 `fit` pools one or more latency datasets (mobiledets-latency-data) measured with the same settings,
 keeps --holdout random architectures aside, fits on the rest and reports the held-out mean absolute
 percentage error, R^2, Kendall tau and the share predicted within +-10% (also written into the model
-file), with a predicted-vs-measured plot next to --output (eval writes its plot to --output, by
+file), with a predicted-vs-measured plot next to --output; with --base it rescales that model instead
+(one factor from the data: enough for another CPU of the same kind, `cost_model.rescale`) (eval writes its plot to --output, by
 default `<data>_eval.png` in the current folder). --statistic chooses which figure of each
 architecture's timed runs is fitted (the dataset's median by default, or the minimum). `eval` scores
 a model on other data; `predict` gives the predicted latency of ArchSpecs (names or files) that lie in the model's space;
@@ -33,7 +37,7 @@ from mobiledets_tf.export.edgetpu import CompilerNotFoundError
 from mobiledets_tf.fileio import write_text_atomically
 from mobiledets_tf.benchmark.latency import LATENCY_STATISTICS
 from mobiledets_tf.search.cost_model import (CostModel, CostModelError, check_compatible, evaluate, evaluate_scaled,
-                                             fit, measured_with, split_holdout, with_statistic)
+                                             fit, measured_with, rescale, split_holdout, with_statistic)
 from mobiledets_tf.search.cost_model_plot import plot_predictions
 from mobiledets_tf.search.latency_data import CollectionSettings, measure_architectures, read_dataset
 from mobiledets_tf.search.space import SearchSpaceError, load_space
@@ -43,6 +47,10 @@ DATA = flags.DEFINE_list("data", [], "Latency datasets (JSONL from mobiledets-la
 OUTPUT = flags.DEFINE_string("output", None, "fit: the cost model file to write (JSON); eval: the plot to "
                               "write (default: <first data file's name>_eval.png in the current folder).")
 MODEL = flags.DEFINE_string("model", None, "eval / predict: a cost model file.")
+BASE = flags.DEFINE_string(
+    "base", None, "fit: instead of fitting a new model, rescale this one to the data's device: its predictions "
+    "times the median measured/predicted ratio of the data (a few timed architectures of another CPU of the "
+    "same kind; the statistic is the base model's).")
 HOLDOUT = flags.DEFINE_integer("holdout", 50, "fit: architectures kept aside to evaluate the fit.")
 RIDGE = flags.DEFINE_float("ridge", None, "fit: ridge strength (default: chosen by 5-fold cross-validation).")
 POOLING = flags.DEFINE_bool(
@@ -86,16 +94,24 @@ def print_metrics(title, metrics):
 def run_fit():
     if not OUTPUT.value:
         raise CostModelError("fit: give --output=FILE.json")
+    base = CostModel.load(BASE.value) if BASE.value else None
+    statistic = base.statistic if base and not flags.FLAGS["statistic"].present else STATISTIC.value
     header, all_rows = load_datasets(DATA.value)
-    rows = with_statistic(all_rows, STATISTIC.value)
+    rows = with_statistic(all_rows, statistic)
     errors = len(all_rows) - len(rows)
     space = space_of(header)
     train_rows, held_rows = split_holdout(rows, HOLDOUT.value, SEED.value)
-    model = fit(space, train_rows, measured_with(header, rows, STATISTIC.value), ridge=RIDGE.value,
-                seed=SEED.value, pooling=POOLING.value)
-    print(f"{model.describe()}\n{space.cost_features.size} features; fitted on {len(train_rows)} architectures, "
-          f"{len(held_rows)} held out, {errors} rows without a latency skipped; ridge {model.ridge:g}"
-          f"{', pooled' if model.pooling else ''}")
+    if base:
+        model = rescale(base, space, train_rows, measured_with(header, rows, statistic))
+        how = f"{BASE.value} times {model.rescaled_from['scale']:.4f}, the median measured/predicted ratio of"
+        detail = ""
+    else:
+        model = fit(space, train_rows, measured_with(header, rows, statistic), ridge=RIDGE.value,
+                    seed=SEED.value, pooling=POOLING.value)
+        how = f"{space.cost_features.size} features; fitted on"
+        detail = f"; ridge {model.ridge:g}{', pooled' if model.pooling else ''}"
+    print(f"{model.describe()}\n{how} {len(train_rows)} architectures, {len(held_rows)} held out, {errors} rows "
+          f"without a latency skipped{detail}")
     print_metrics("training fit", model.metrics_of("train"))
     groups = [("train", model.predict_many(space, [r["indices"] for r in train_rows]),
                [r["latency_ms"] for r in train_rows])]

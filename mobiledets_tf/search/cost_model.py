@@ -88,7 +88,7 @@ class CostModel:
     num_train: int
     pooling: bool = False
     metrics: Dict[str, Dict] = dataclasses.field(default_factory=dict)   # e.g. {"holdout": FitMetrics dict}
-    rescaled_from: Optional[Dict] = None   # `rescale`: the model scaled, its device and the scale
+    rescaled_from: Optional[Dict] = None   # `rescale`: the base model's device and training size, the scale
 
     # Prediction --------------------------------------------------------------------------------
     def _positions(self, space: SearchSpace) -> np.ndarray:
@@ -274,13 +274,12 @@ def rescale(base: CostModel, space: SearchSpace, rows: Sequence[Dict], measured_
     if len(measured) < MIN_RESCALE_ARCHITECTURES:
         raise CostModelError(f"{len(measured)} measured architectures are too few to rescale a cost model "
                              f"(at least {MIN_RESCALE_ARCHITECTURES})")
-    predicted, latencies = _predicted_and_measured(base, space, measured)
-    scale = float(np.median(latencies / predicted))
+    scale, scaled_fit = evaluate_scaled(base, space, measured)
     model = dataclasses.replace(
         base, measured_with=dict(measured_with), weights=scale * base.weights, intercept=scale * base.intercept,
-        num_train=len(latencies), metrics={},
+        num_train=len(measured), metrics={},
         rescaled_from={"device": base.measured_with.get("device", ""), "scale": scale, "num_train": base.num_train})
-    model.record_metrics("train", FitMetrics.of(scale * predicted, latencies))
+    model.record_metrics("train", scaled_fit)
     return model
 
 

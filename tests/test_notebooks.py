@@ -140,6 +140,27 @@ def test_search_notebook(tiny_data_dir, tmp_path):
     assert (out / "train" / "ckpt-2.index").exists()
 
 
+def test_the_search_notebook_shows_a_finalist_search_result(tmp_path, capsys):
+    """The search notebook's result cell on what a random search with finalists writes (no controller,
+    so no probabilities; test_search_notebook covers the TuNAS result)."""
+    from mobiledets_tf.search.space import load_space
+    from mobiledets_tf.search.tunas import save_result
+
+    space = load_space("ibn_fused_tucker", "cpu")
+    indices = [0] * len(space.decisions)
+    save_result(space, indices, 24.7, str(tmp_path), "searched_arch", "finalist 3 of a test search", 25.0,
+                "test cost model", finalist="finalist_03", finalist_training_loss=1.2345)
+    nb = nbformat.read(os.path.join(NOTEBOOKS_DIR, "search.ipynb"), as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and '"searched_arch.json"' in c.source)
+    exec(cell.source, {"os": os, "json": json, "SEARCH_DIR": str(tmp_path), "TARGET_MS": 25.0})
+    shown = capsys.readouterr().out
+    assert "chosen among the finalists: finalist_03, finalist_training_loss 1.2345" in shown
+    assert "predicted 24.70 ms for a target of 25.0 ms" in shown and "probability" not in shown
+    first_tag, first_choice = next(iter(json.loads((tmp_path / "searched_arch.json").read_text())["choices"].items()))
+    assert f"{first_tag:12s} {first_choice}" in shown
+    assert (tmp_path / "searched_arch.yaml").read_text() in shown
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group(TINY_QUICKSTART_GROUP)
 def test_deploy_notebook(quickstart, tmp_path, monkeypatch):

@@ -129,6 +129,16 @@ def test_a_model_is_rescaled_to_another_device_from_a_few_architectures(tmp_path
     assert not (tmp_path / "no.json").exists()
 
 
+def test_a_model_predicting_no_positive_latency_is_refused_before_a_search(tmp_path):
+    space, _ = synthetic_dataset(tmp_path / "d.jsonl")
+    header, rows = read_rows(tmp_path / "d.jsonl")
+    model = fit(space, rows, measured_with(header, rows))
+    model.check_positive(space)
+    broken = dataclasses.replace(model, intercept=model.intercept - 1e5)   # every prediction below 0
+    with pytest.raises(CostModelError, match=r"predicts -[0-9.]+ ms for architecture \[.*fit it on more"):
+        broken.check_positive(space)
+
+
 def test_noise_free_data_is_fitted_exactly():
     space = SETTINGS.load_space()
     rng = np.random.default_rng(1)

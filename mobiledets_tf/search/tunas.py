@@ -97,6 +97,7 @@ class SearchLoop:
         self.space = task.space
         self.cost_model = cost_model
         self.predicted_ms = cost_model.predictor(self.space)   # fails early on a mismatched model
+        cost_model.check_positive(self.space)                  # and on one that would break the reward
         s = self.config.search
         if s.target_ms <= 0:
             raise ValueError(f"search.target_ms must be a positive latency in ms, got {s.target_ms}")

@@ -123,15 +123,14 @@ class CostModel:
         """Raises when the model predicts a latency <= 0 ms for one of `draws` random architectures of
         `space`: fitted on too few or too noisy latencies, it cannot steer a search."""
         rng = np.random.default_rng(seed)
-        predict = self.predictor(space)
-        for _ in range(draws):
-            indices = space.sample(rng)
-            predicted = predict(indices)
-            if predicted <= 0:
-                raise CostModelError(
-                    f"the cost model ({self.describe()}) predicts {predicted:.3f} ms for architecture {indices} "
-                    f"of {space.tag}: it was fitted on too few or too noisy latencies; fit it on more "
-                    "architectures, or on their fastest runs (mobiledets-cost-model fit --statistic=min)")
+        architectures = [space.sample(rng) for _ in range(draws)]
+        predicted = self.predict_many(space, architectures)
+        worst = int(np.argmin(predicted))
+        if predicted[worst] <= 0:
+            raise CostModelError(
+                f"the cost model ({self.describe()}) predicts {predicted[worst]:.3f} ms for architecture "
+                f"{architectures[worst]} of {space.tag}: it was fitted on too few or too noisy latencies; fit it "
+                "on more architectures, or on their fastest runs (mobiledets-cost-model fit --statistic=min)")
 
     def expected(self, space: SearchSpace, probabilities: Sequence[Sequence[float]]) -> float:
         """Expected latency (ms) under independent per-decision choice probabilities (exact)."""

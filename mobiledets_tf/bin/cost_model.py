@@ -14,8 +14,9 @@ keeps --holdout random architectures aside, fits on the rest and reports the hel
 percentage error, R^2, Kendall tau and the share predicted within +-10% (also written into the model
 file), with a predicted-vs-measured plot next to --output (eval writes its plot to --output, by
 default `<data>_eval.png` in the current folder); with --base it rescales that model instead (one
-factor from the data, enough for another CPU of the same kind: `cost_model.rescale`). --statistic chooses which figure of each
-architecture's timed runs is fitted (the dataset's median by default, or the minimum). `eval` scores
+factor from the data, enough for another CPU of the same kind: `cost_model.rescale`). --statistic
+chooses which figure of each architecture's timed runs is fitted (the dataset's median by default, or
+the minimum). `eval` scores
 a model on other data; `predict` gives the predicted latency of ArchSpecs (names or files) that lie in the model's space;
 `measure` also exports and times them exactly as the model's latency data was measured (precision,
 input size, classes, backend, target, threads, statistic from the model file; the device flags

@@ -283,14 +283,14 @@ def rescale(base: CostModel, space: SearchSpace, rows: Sequence[Dict], measured_
     if measured_with.get("statistic") != base.statistic:
         raise CostModelError(f"the base cost model predicts the {base.statistic} latency: rescale it with the same "
                              f"statistic, not {measured_with.get('statistic')}")
-    measured = measured_rows(rows)
-    if len(measured) < MIN_RESCALE_ARCHITECTURES:
-        raise CostModelError(f"{len(measured)} measured architectures are too few to rescale a cost model "
+    count = len(measured_rows(rows))
+    if count < MIN_RESCALE_ARCHITECTURES:
+        raise CostModelError(f"{count} measured architectures are too few to rescale a cost model "
                              f"(at least {MIN_RESCALE_ARCHITECTURES})")
-    scale, scaled_fit = evaluate_scaled(base, space, measured)
+    scale, scaled_fit = evaluate_scaled(base, space, rows)
     model = dataclasses.replace(
         base, measured_with=dict(measured_with), weights=scale * base.weights, intercept=scale * base.intercept,
-        num_train=len(measured), metrics={},
+        num_train=count, metrics={},
         rescaled_from={"device": base.measured_with.get("device", ""), "scale": scale, "num_train": base.num_train})
     model.record_metrics("train", scaled_fit)
     return model

@@ -178,7 +178,8 @@ def test_pooling_needs_fewer_architectures_and_folds_into_the_one_hot_weights():
     assert pooled_metrics.mape < 0.6 * plain_metrics.mape
     # The saved weights are per one-hot feature: prediction = weights . features + intercept.
     indices = held[0]["indices"]
-    assert pooled.predict(space, indices) == pytest.approx(pooled.weights @ space.cost_features.of(indices) + pooled.intercept)
+    expected = pooled.weights @ space.cost_features.of(indices) + pooled.intercept
+    assert pooled.predict(space, indices) == pytest.approx(expected)
 
 
 def test_a_chosen_statistic_is_fitted_and_recorded(tmp_path):
@@ -225,7 +226,8 @@ def test_file_round_trip_expected_latency_and_sub_spaces(tmp_path):
     arch = load_arch("mobiledet_cpu")
     assert model.predict(ibn, ibn.indices_of(arch)) == pytest.approx(model.predict(space, space.indices_of(arch)))
     with pytest.raises(CostModelError, match="does not know .* feature"):
-        model.predict(load_space("ibn_fused_tucker", "edgetpu"), [0] * len(load_space("ibn_fused_tucker", "edgetpu").decisions))
+        edgetpu = load_space("ibn_fused_tucker", "edgetpu")
+        model.predict(edgetpu, [0] * len(edgetpu.decisions))
 
 
 @pytest.mark.parametrize("content, message", [
@@ -299,7 +301,8 @@ def test_binary_measure_times_architectures_as_the_data_was(tmp_path):
         assert result["stats"]["min_ms"] == result["measured_ms"] <= result["stats"]["median_ms"]
         assert result["stats"]["count"] == 3
         assert result["predicted_ms"] == pytest.approx(model.predict(space, space.indices_of(arch)))
-        assert f"{name}: measured {result['measured_ms']:.2f} ms (min), predicted {result['predicted_ms']:.2f} ms" in measured.stdout
+        line = f"{name}: measured {result['measured_ms']:.2f} ms (min), predicted {result['predicted_ms']:.2f} ms"
+        assert line in measured.stdout
         interpreter = load_interpreter(str(tmp_path / "models" / f"{name}.tflite"))
         assert list(interpreter.get_input_details()[0]["shape"]) == [1, 96, 96, 3]
 
@@ -322,7 +325,8 @@ def test_shipped_cost_model_is_the_fit_of_its_shipped_data(name):
     from mobiledets_tf.search.latency_data import read_dataset
 
     folder = os.path.join(REPO_ROOT, "configs", "cost_models")
-    assert sorted(f for f in os.listdir(folder) if f.endswith(".json")) == sorted(f"{n}.json" for n in SHIPPED_COST_MODELS)
+    files = sorted(f for f in os.listdir(folder) if f.endswith(".json"))
+    assert files == sorted(f"{n}.json" for n in SHIPPED_COST_MODELS)
     shipped = CostModel.load(os.path.join(folder, f"{name}.json"))
     header, rows = read_dataset(os.path.join(folder, f"{name}.latency.jsonl"))
     space = shipped.space()

@@ -12,15 +12,15 @@
 `fit` pools one or more latency datasets (mobiledets-latency-data) measured with the same settings,
 keeps --holdout random architectures aside, fits on the rest and reports the held-out mean absolute
 percentage error, R^2, Kendall tau and the share predicted within +-10% (also written into the model
-file), with a predicted-vs-measured plot next to --output (eval writes its plot to --output, by
-default `<data>_eval.png` in the current folder); with --base it rescales that model instead (one
-factor from the data, enough for another CPU of the same kind: `cost_model.rescale`). --statistic
-chooses which figure of each architecture's timed runs is fitted (the dataset's median by default, or
-the minimum). `eval` scores
-a model on other data; `predict` gives the predicted latency of ArchSpecs (names or files) that lie in the model's space;
-`measure` also exports and times them exactly as the model's latency data was measured (precision,
-input size, classes, backend, target, threads, statistic from the model file; the device flags
---cpus, --serials, ... from the command line) and prints the prediction error.
+file), with a predicted-vs-measured plot next to --output (eval writes its plot to --output, by default
+`<data>_eval.png` in the current folder); with --base it rescales that model instead (one factor from
+the data, `cost_model.rescale`: between the README's two x86 CPUs, 10 timed architectures sufficed).
+--statistic chooses which figure of each architecture's timed runs is fitted (the dataset's median by
+default, or the minimum). `eval` scores a model on other data; `predict` gives the predicted latency of
+ArchSpecs (names or files) that lie in the model's space; `measure` also exports and times them exactly
+as the model's latency data was measured (precision, input size, classes, backend, target, threads,
+statistic from the model file; the device flags --cpus, --serials, ... from the command line) and prints
+the prediction error.
 """
 import contextlib
 import dataclasses
@@ -180,7 +180,8 @@ def run_measure():
     for name, indices in architectures.items():
         m, predicted = measurements[name], model.predict(space, indices)
         result = {"arch": name, "predicted_ms": predicted, "device": m.device, "error": m.error or None,
-                  "statistic": model.statistic, "measured_ms": m.latency.statistic_ms(model.statistic) if m.ok else None}
+                  "statistic": model.statistic,
+                  "measured_ms": m.latency.statistic_ms(model.statistic) if m.ok else None}
         if m.ok:
             result["stats"] = dataclasses.asdict(m.latency)   # every statistic of the timed runs
             result["prediction_error_percent"] = 100 * (predicted - result["measured_ms"]) / result["measured_ms"]

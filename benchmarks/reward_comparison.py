@@ -14,7 +14,10 @@ standalone with one fixed recipe once per --standalone_seeds (`mobiledets-train 
 far each search landed from the target (measured and predicted) and the standalone AP50 of what it
 found (the mean over the seeds), with mean and standard deviation over the architectures, beside the
 random group's; a reward passes when its mean AP50 exceeds the random mean by more than one standard
-deviation of the random group.
+deviation of the random group. Searches that end with a finalist stage (`search.finalists`) get a
+second table: what each chose by which score, the range of its finalists' scores and, with several
+trainings per finalist, how far their mean can rank the finalists (one training's noise against the
+finalists' spread).
 
 With --random_results=FILE the random group's AP50 per seed is read from an earlier report of this
 benchmark (checked to hold the same architectures by name and predicted latency, the same recipe and
@@ -38,11 +41,12 @@ from typing import Dict, List, Tuple
 import yaml
 from absl import app, flags
 
+from mobiledets_tf.search.finalists import FINALISTS_JSON, MEASURE_LABELS
 from mobiledets_tf.search.rewards import REWARDS
 from pinned_jobs import (QUICKSTART_SEARCH, STANDALONE_RECIPE, Job, architectures_near_target, binary, repository_path,
                          run_pinned, standalone_ap50, standalone_job, write_results)
 from ranking_reports import RANDOM, read_results_table
-from seed_statistics import seed_noise
+from seed_statistics import ground_truth_ceiling, seed_noise
 
 WORK_DIR = flags.DEFINE_string("work_dir", "runs/reward_comparison", "Where searches, models and measurements go.")
 CONFIG = flags.DEFINE_string("config", QUICKSTART_SEARCH, "Search config (also the standalone recipe's base).")
@@ -146,6 +150,49 @@ def found_arch(work_dir: str, key: str) -> str:
     return path
 
 
+def finalist_records(work_dir: str, keys) -> Dict[str, dict]:
+    """The finalists.json of each search in `keys` that ended with a finalist stage."""
+    records = {}
+    for key in keys:
+        path = os.path.join(search_dir(work_dir, key), FINALISTS_JSON)
+        if os.path.exists(path):
+            with open(path) as f:
+                records[key] = json.load(f)
+    return records
+
+
+def finalist_row(reward: str, seed: str, record: dict) -> str:
+    """One search's finalist stage as a table row: what it chose by which score among how spread a field,
+    and, with several trainings per finalist, how far their mean can rank the finalists at all (the
+    two-way layout of `ground_truth_ceiling`: the k-th training of every finalist shares its seed).
+    Records written before the stage had a measure and several trainings hold one AP50 per finalist."""
+    measure, finalists = record.get("measure", "ap50"), record["finalists"]
+    scores = {f["name"]: f[measure] for f in finalists if f[measure] is not None}
+    chosen = record.get("chosen")
+    row = (f"| {reward} | {seed} | {len(scores)} of {len(finalists)} | {MEASURE_LABELS[measure]}, "
+           f"{record['steps']} steps x {record.get('seeds', 1)} | {chosen or '-'} | "
+           f"{f'{scores[chosen]:.3f}' if chosen in scores else '-'} | "
+           f"{min(scores.values(), default=0):.3f}-{max(scores.values(), default=0):.3f} |")
+    per_seed = [f["per_seed"] for f in finalists if f.get("per_seed") and None not in f["per_seed"]]
+    if len(per_seed) < 2:
+        return row + " - | - | - |"
+    ceiling = ground_truth_ceiling(per_seed)
+    return row + f" {ceiling.noise:.3f} | {ceiling.spread:.3f} | {ceiling.tau_mean:.2f} |"
+
+
+def finalist_lines(keys: Dict[str, Tuple[str, str]], finalists: Dict[str, dict]) -> List[str]:
+    """The report's table of the searches' finalist stages (none without one)."""
+    if not finalists:
+        return []
+    lines = ["", "finalist stages (each search's `finalists.json`): the chosen finalist's score and the range of all "
+             "finalists' scores; with several trainings per finalist, one training's standard deviation around its "
+             "finalist's score, the spread of the finalists' expected scores (estimated) and the Kendall tau at which "
+             "the mean of the trainings ranks the finalists by that expectation (a bivariate-normal model)", "",
+             "| reward | seed | finalists scored | measure, steps x trainings | chosen | its score | scores | one "
+             "training's SD | finalists' spread | tau of the mean |", "|---|---|---|---|---|---|---|---|---|---|"]
+    return lines + [finalist_row(*keys[key], record) for key, record in finalists.items()]
+
+
 def measure_latency(work_dir: str, keys) -> list:
     """The cost-model measurement of every found architecture; only those not yet measured are timed."""
     output = os.path.join(work_dir, "measured.json")
@@ -202,7 +249,7 @@ def beats_random(searched: List[float], random: List[float]) -> str:
 
 
 def report(keys: Dict[str, Tuple[str, str]], measured: list, ap50: Dict[str, List[float]], elapsed_min: float,
-           random_source: str = "") -> str:
+           random_source: str = "", finalists: Dict[str, dict] = None) -> str:
     from mobiledets_tf.benchmark.local import cpu_name, vector_extensions
     by_name = {row["arch"]: row for row in measured}
     target, seeds = TARGET_MS.value, STANDALONE_SEEDS.value
@@ -237,6 +284,7 @@ def report(keys: Dict[str, Tuple[str, str]], measured: list, ap50: Dict[str, Lis
         lines += ["", f"seed noise: one architecture's AP50 has a standard deviation of {noise:.3f} over the seeds "
                   f"(root mean square over the architectures), so a mean of {len(seeds)} seeds is uncertain by about "
                   f"{noise / len(seeds) ** 0.5:.3f}"]
+    lines += finalist_lines(keys, finalists or {})
     return "\n".join(lines) + "\n"
 
 
@@ -263,7 +311,8 @@ def main(argv):
                then=lambda job: standalone_jobs(work_dir, [running[job[0]]]) if job[0] in running else [])
     measured = measure_latency(work_dir, keys)
     ap50 = {key: recorded[key] if key in recorded else ap50_per_seed(work_dir, key) for key in keys}
-    text = report(keys, measured, ap50, (time.time() - started) / 60, RANDOM_RESULTS.value)
+    text = report(keys, measured, ap50, (time.time() - started) / 60, RANDOM_RESULTS.value,
+                  finalist_records(work_dir, searched))
     write_results(NAME.value, text)
 
 

@@ -861,6 +861,29 @@ def test_reward_comparison_scores_each_architecture_by_its_mean_over_the_standal
     assert f"| random | 0.0% | {statistics.mean(random):.3f} +- {spread:.3f} |  |" in text
     noise = np.sqrt(np.mean([np.var(pair, ddof=1) for pair in ap50.values()]))   # root mean square over the architectures
     assert f"a standard deviation of {noise:.3f} over the seeds" in text
+    assert "finalist stages" not in text   # the searches ended without one
+
+    # Each search's finalist stage: seed 0 judged 3 finalists by two trainings' loss, seed 1 is a record of
+    # the stage before it had a measure (one AP50 each). Seed 0's two-way layout by hand: residual mean
+    # square 0.00333 / 2 (noise 0.041), finalist means' variance 0.01083 less 0.00167 / 2 (spread 0.100),
+    # tau of the mean 2 / pi * asin(sqrt(0.01 / (0.01 + 0.00167 / 2))) = 0.82.
+    losses = [[1.8, 1.9], [1.9, 1.9], [2.0, 2.1]]
+    records = {"0": {"measure": "training_loss", "steps": 200, "seeds": 2, "chosen": "finalist_00",
+                     "finalists": [{"name": f"finalist_0{k}", "training_loss": float(np.mean(runs)), "ap50": None,
+                                    "per_seed": runs} for k, runs in enumerate(losses)]},
+               "1": {"steps": 500, "chosen": "finalist_01", "finalists": [
+                   {"name": "finalist_00", "ap50": 0.10}, {"name": "finalist_01", "ap50": 0.20},
+                   {"name": "finalist_02", "ap50": None}]}}
+    for seed, record in records.items():
+        os.makedirs(comparison.search_dir(work, comparison.run_key("absolute", seed)))
+        with open(os.path.join(comparison.search_dir(work, comparison.run_key("absolute", seed)),
+                               "finalists.json"), "w") as f:
+            json.dump(record, f)
+    with_finalists = comparison.report(keys, measured, {key: comparison.ap50_per_seed(work, key) for key in keys},
+                                       1.0, finalists=comparison.finalist_records(work, keys))
+    assert ("| absolute | 0 | 3 of 3 | mean training loss, 200 steps x 2 | finalist_00 | 1.850 | 1.850-2.050 | "
+            "0.041 | 0.100 | 0.82 |") in with_finalists
+    assert "| absolute | 1 | 2 of 3 | AP50, 500 steps x 1 | finalist_01 | 0.200 | 0.100-0.200 | - | - | - |" in with_finalists
 
     # --random_results: the random rows read back stand for the random group (same table, nothing trained).
     path = tmp_path / "recorded.md"

@@ -254,7 +254,7 @@ def report(keys: Dict[str, Tuple[str, str]], measured: list, ap50: Dict[str, Lis
     by_name = {row["arch"]: row for row in measured}
     target, seeds = TARGET_MS.value, STANDALONE_SEEDS.value
     lines = [f"# Search rewards at a {target:g} ms target (measured)", "",
-             f"command: `python {' '.join(sys.argv)}`  ", f"config: `{CONFIG.value}`, search overrides "
+             f"command: `python {' '.join(sys.argv)}`  ", f"config: `{os.path.relpath(CONFIG.value)}`, search overrides "
              f"`{','.join(SEARCH_OVERRIDE.value) or '-'}`, standalone overrides `{','.join(STANDALONE_OVERRIDE.value)}`, "
              f"standalone seeds (train.seed) {', '.join(seeds)}  ",
              f"CPU: {cpu_name()} ({os.cpu_count()} CPUs), vector extensions: {vector_extensions()}  ", f"wall time of this invocation: {elapsed_min:.0f} min", "",

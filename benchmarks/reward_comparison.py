@@ -36,7 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import yaml
 from absl import app, flags
@@ -249,7 +249,7 @@ def beats_random(searched: List[float], random: List[float]) -> str:
 
 
 def report(keys: Dict[str, Tuple[str, str]], measured: list, ap50: Dict[str, List[float]], elapsed_min: float,
-           random_source: str = "", finalists: Dict[str, dict] = None) -> str:
+           random_source: str = "", finalists: Optional[Dict[str, dict]] = None) -> str:
     from mobiledets_tf.benchmark.local import cpu_name, vector_extensions
     by_name = {row["arch"]: row for row in measured}
     target, seeds = TARGET_MS.value, STANDALONE_SEEDS.value

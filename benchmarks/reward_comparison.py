@@ -172,7 +172,7 @@ def finalist_row(reward: str, seed: str, record: dict) -> str:
     row = (f"| {reward} | {seed} | {len(scores)} of {len(finalists)} | {MEASURE_LABELS[measure]}, "
            f"{record['steps']} steps x {record.get('seeds', 1)} | {chosen or '-'} | "
            f"{f'{scores[chosen]:.3f}' if chosen in scores else '-'} | "
-           f"{min(scores.values(), default=0):.3f}-{max(scores.values(), default=0):.3f} |")
+           f"{f'{min(scores.values()):.3f}-{max(scores.values()):.3f}' if scores else '-'} |")
     per_seed = [f["per_seed"] for f in finalists if f.get("per_seed") and None not in f["per_seed"]]
     if len(per_seed) < 2:
         return row + " - | - | - |"

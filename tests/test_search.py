@@ -875,9 +875,9 @@ def test_reward_comparison_scores_each_architecture_by_its_mean_over_the_standal
                    {"name": "finalist_00", "ap50": 0.10}, {"name": "finalist_01", "ap50": 0.20},
                    {"name": "finalist_02", "ap50": None}]}}
     for seed, record in records.items():
-        os.makedirs(comparison.search_dir(work, comparison.run_key("absolute", seed)))
-        with open(os.path.join(comparison.search_dir(work, comparison.run_key("absolute", seed)),
-                               "finalists.json"), "w") as f:
+        folder = comparison.search_dir(work, comparison.run_key("absolute", seed))
+        os.makedirs(folder)
+        with open(os.path.join(folder, "finalists.json"), "w") as f:
             json.dump(record, f)
     with_finalists = comparison.report(keys, measured, {key: comparison.ap50_per_seed(work, key) for key in keys},
                                        1.0, finalists=comparison.finalist_records(work, keys))

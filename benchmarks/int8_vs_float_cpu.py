@@ -38,6 +38,8 @@ NUM_RUNS = flags.DEFINE_integer("num_runs", 30, "Timed runs per model and round.
 WARMUP_RUNS = flags.DEFINE_integer("warmup_runs", 10, "Untimed runs per model and round.")
 CPU = flags.DEFINE_integer("cpu", None, "Pin measurements to this CPU (default: the last one).")
 NAME = flags.DEFINE_string("name", "int8_vs_float_cpu", "Result file stem under benchmarks/results/.")
+ARCHS = flags.DEFINE_list("archs", list(ARCHITECTURES), "Architectures to compare (a baseline exported by an "
+                          "older commit may hold fewer of them).")
 
 
 def model_path(root: str, arch: str, precision: str) -> str:
@@ -57,8 +59,11 @@ def main(argv):
     if not REUSE_MODELS.value:
         subprocess.run([sys.executable, LATENCY_TABLE, "--export_only", f"--work_dir={WORK_DIR.value}",
                         f"--precisions={','.join(PRECISIONS)}"], check=True)
+    unknown = sorted(set(ARCHS.value) - set(ARCHITECTURES))
+    if unknown:
+        sys.exit(f"unknown --archs {', '.join(unknown)}; choose from {', '.join(ARCHITECTURES)}")
     sets = {"baseline": BASELINE_DIR.value, "this code": WORK_DIR.value}
-    keys = [(name, arch, precision) for arch in ARCHITECTURES for precision in PRECISIONS for name in sets]
+    keys = [(name, arch, precision) for arch in ARCHS.value for precision in PRECISIONS for name in sets]
     paths = [model_path(sets[name], arch, precision) for name, arch, precision in keys]
     missing = [path for path in paths if not os.path.exists(path)]
     if missing:
@@ -87,7 +92,7 @@ def main(argv):
              "medians in ms; untrained weights, 320x320, 90 classes.", "",
              "| architecture | float32 before | float32 after | after/before | int8 before | int8 after | "
              "after/before | int8/float32 before | int8/float32 after |", "|---|---|---|---|---|---|---|---|---|"]
-    for arch in ARCHITECTURES:
+    for arch in ARCHS.value:
         f_old, f_new = ms("baseline", arch, "float32"), ms("this code", arch, "float32")
         i_old, i_new = ms("baseline", arch, "int8"), ms("this code", arch, "int8")
         lines.append(f"| {arch} | {f_old:.2f} | {f_new:.2f} | {f_new / f_old:.3f} | {i_old:.2f} | {i_new:.2f} | "

@@ -4,11 +4,16 @@ bug (export/calibration.py), and the data-calibrated start of QAT activation ran
 import numpy as np
 import pytest
 import tensorflow as tf
+from ai_edge_litert import schema_py_generated as tfl
 from tensorflow.lite.python.optimize import calibrator as tflite_calibrator
 from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
 
 from mobiledets_tf.export.calibration import MAX_REQUANTIZATION_SCALE, observed_ranges, recorded_ranges
-from mobiledets_tf.export.converter import convert_function, holding_variables, trace_in_form
+from mobiledets_tf.export.converter import (ConversionError, convert_function, holding_variables, trace_in_form,
+                                            with_collapsed_outputs_widened)
+from mobiledets_tf.export.flatbuffer_model import builtin_code, pack_model, read_model
+from mobiledets_tf.export.requantization import (TARGET_REQUANTIZATION_SCALE, XNNPACK_MAX_REQUANTIZATION_SCALE,
+                                                 requantization_scale_excesses, widened_collapsed_outputs)
 from mobiledets_tf.keras import keras
 from mobiledets_tf.layers import HardSwish
 from mobiledets_tf.models.detector import SSDLiteDetector
@@ -127,10 +132,9 @@ def test_qat_range_calibration_needs_batches():
         calibrate_activation_ranges(detector.model, [])
 
 
-def test_a_dead_convolution_output_gets_a_range_xnnpack_accepts():
-    """A ReLU after a convolution whose outputs are all below zero but for a few of ~1e-6: without
-    the widening, input scale x weight scale / output scale of that convolution is in the
-    thousands, which XNNPACK refuses (its TFLite delegate aborts the process)."""
+def _dead_convolution_int8() -> bytes:
+    """int8 of a model with a ReLU after a convolution whose outputs are all below zero but for a
+    few of ~1e-6: convolutions `features`, `dead` (+ ReLU) and `after`."""
     keras.utils.set_random_seed(2)
     inputs = keras.Input((SIZE, SIZE, 3), batch_size=1)
     x = keras.layers.Conv2D(8, 3, padding="same", name="features")(inputs)
@@ -142,8 +146,13 @@ def test_a_dead_convolution_output_gets_a_range_xnnpack_accepts():
     model.get_layer("dead").set_weights([kernel, bias - highest + 1e-6])
     function = tf.function(lambda x: model(x, training=False),
                            input_signature=[tf.TensorSpec([1, SIZE, SIZE, 3], tf.float32)])
-    model_bytes = convert_function(trace_in_form(function, "int8"), holding_variables(model.variables), "int8",
-                                   _images())
+    return convert_function(trace_in_form(function, "int8"), holding_variables(model.variables), "int8", _images())
+
+
+def test_a_dead_convolution_output_gets_a_range_xnnpack_accepts():
+    """Without the widening, input scale x weight scale / output scale of the dead convolution is in
+    the thousands, which XNNPACK refuses (its TFLite delegate aborts the process)."""
+    model_bytes = _dead_convolution_int8()
     interpreter = load_interpreter(model_bytes, xnnpack=False)
     details = {t["index"]: t for t in interpreter.get_tensor_details()}
     convs = [op for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D"]
@@ -154,4 +163,69 @@ def test_a_dead_convolution_output_gets_a_range_xnnpack_accepts():
                  * details[weights]["quantization_parameters"]["scales"].max()
                  / details[output]["quantization_parameters"]["scales"][0])
         assert ratio <= MAX_REQUANTIZATION_SCALE * 1.01, (op, ratio)
+    assert requantization_scale_excesses(model_bytes) == []
     load_interpreter(model_bytes)   # XNNPACK takes it
+
+
+def _int8_outputs(model_bytes, images):
+    interpreter = load_interpreter(model_bytes)   # with XNNPACK: it aborts the process on a refused scale
+    interpreter.allocate_tensors()
+    (image,), (output,) = interpreter.get_input_details(), interpreter.get_output_details()
+    scale, zero_point = image["quantization"]
+    results = []
+    for value in images:
+        interpreter.set_tensor(image["index"], np.clip(np.round(value / scale) + zero_point, 0, 255)
+                               .astype(image["dtype"])[np.newaxis])
+        interpreter.invoke()
+        results.append(interpreter.get_tensor(output["index"]).copy())
+    return np.stack(results)
+
+
+def test_a_collapsed_output_range_is_widened_after_conversion_or_named():
+    """A file whose dead convolution kept a collapsed output range, as an int8_qat file can: the check
+    finds that convolution alone; the converter's last step widens its output scale back to a ratio
+    of 64, and the file then loads with XNNPACK and computes what the calibrated one does; a
+    convolution that reads the widened tensor and goes over the limit with it is widened next. Where
+    the tensor could not be widened (here: it is also a model output) the conversion fails, naming it."""
+    calibrated = _dead_convolution_int8()
+    model = read_model(calibrated)
+    subgraph = model.subgraphs[0]
+    convs = [op for op in subgraph.operators if builtin_code(model, op) == tfl.BuiltinOperator.CONV_2D]
+    dead_index = convs[1].outputs[0]
+    source, weights, dead_output = (subgraph.tensors[convs[1].inputs[0]], subgraph.tensors[convs[1].inputs[1]],
+                                    subgraph.tensors[dead_index])
+    ratio = source.quantization.scale[0] * max(weights.quantization.scale) / dead_output.quantization.scale[0]
+    dead_output.quantization.scale = [dead_output.quantization.scale[0] / 1e4]
+    collapsed = pack_model(model)
+
+    (excess,) = requantization_scale_excesses(collapsed)
+    assert excess.op == "CONV_2D" and excess.output == dead_output.name.decode()
+    assert excess.scale == pytest.approx(1e4 * ratio, rel=1e-5)
+    assert excess.scale >= XNNPACK_MAX_REQUANTIZATION_SCALE
+
+    widened = with_collapsed_outputs_widened(collapsed, "int8_qat")
+    assert requantization_scale_excesses(widened) == []
+    widened_scale = read_model(widened).subgraphs[0].tensors[dead_index].quantization.scale[0]
+    assert source.quantization.scale[0] * max(weights.quantization.scale) / widened_scale \
+        == pytest.approx(TARGET_REQUANTIZATION_SCALE, rel=1e-5)
+    np.testing.assert_array_equal(_int8_outputs(widened, _images()), _int8_outputs(calibrated, _images()))
+    assert with_collapsed_outputs_widened(collapsed, "float32") is collapsed
+    assert with_collapsed_outputs_widened(calibrated, "int8") is calibrated
+
+    # The widened tensor is the input of `after`: an output scale of `after` that its collapsed input
+    # left below the limit goes over it once that input is widened, and is widened in turn.
+    after_input, after_weights, after_output = (subgraph.tensors[convs[2].inputs[0]],
+                                                subgraph.tensors[convs[2].inputs[1]],
+                                                subgraph.tensors[convs[2].outputs[0]])
+    assert convs[2].inputs[0] == dead_index
+    after_output.quantization.scale = [after_input.quantization.scale[0] * max(after_weights.quantization.scale) / 100]
+    assert [e.output for e in requantization_scale_excesses(pack_model(model))] == [excess.output]
+    cascaded, widened_excesses, left = widened_collapsed_outputs(pack_model(model))
+    assert [e.output for e in widened_excesses] == [excess.output, after_output.name.decode()] and not left
+    assert requantization_scale_excesses(cascaded) == []
+    load_interpreter(cascaded)   # XNNPACK takes it
+
+    model.subgraphs[0].outputs = list(model.subgraphs[0].outputs) + [dead_index]
+    with pytest.raises(ConversionError, match="could not be widened") as info:
+        with_collapsed_outputs_widened(pack_model(model), "int8_qat")
+    assert excess.output in str(info.value) and "1 convolution(s)" in str(info.value)

@@ -29,11 +29,13 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from tensorflow.lite.python.optimize import calibrator as tflite_calibrator
 
 from mobiledets_tf.export.flatbuffer_model import WEIGHTED_OPS, builtin_code, pack_model, read_model
+from mobiledets_tf.export.requantization import TARGET_REQUANTIZATION_SCALE
 
 Range = Tuple[float, float]
 # XNNPACK rejects a quantized convolution whose input scale x weight scale / output scale reaches
-# 256; ranges are widened to keep it at most this (weight scales: the quantizer's max |w| / 127).
-MAX_REQUANTIZATION_SCALE = 64.0
+# 256 (`requantization.XNNPACK_MAX_REQUANTIZATION_SCALE`); ranges are widened to keep it at most this
+# (weight scales: the quantizer's max |w| / 127).
+MAX_REQUANTIZATION_SCALE = TARGET_REQUANTIZATION_SCALE
 
 
 def recorded_ranges(model_bytes: bytes) -> Dict[int, Range]:

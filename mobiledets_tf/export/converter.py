@@ -20,6 +20,10 @@ weights; `mobiledets_tf.export.bias_repair`, from a float32 conversion of the sa
 when one is found). int8 and int8_qat graphs then lose their multiplications by a constant scalar
 (hard-swish's and the hard-sigmoid gate's 1/6), folded into quantization scales (`mobiledets_tf.export.scale_folding`:
 the same integers, elementwise ops fewer); `fold_scalar_muls=False` keeps them.
+Last, a convolution whose requantization scale XNNPACK refuses (an output range that collapsed, as
+an int8_qat model's can on a dead ReLU) gets its output range widened
+(`mobiledets_tf.export.requantization`); one that cannot be raises `ConversionError` naming it,
+instead of becoming a file that XNNPACK cannot prepare.
 The detection outputs stay float32: the postprocess op only takes float or uint8 inputs, so the
 converter puts DEQUANTIZE ops in front of it; without the postprocess op (`postprocess=False`) the raw
 box encodings and class logits are the float32 outputs.
@@ -34,6 +38,7 @@ from absl import logging
 from mobiledets_tf.export.bias_repair import repair_saturated_biases
 from mobiledets_tf.export.calibration import calibrated_without_shared_buffers
 from mobiledets_tf.export.inference_graph import DetectionExportModule
+from mobiledets_tf.export.requantization import XNNPACK_MAX_REQUANTIZATION_SCALE, widened_collapsed_outputs
 from mobiledets_tf.export.scale_folding import fold_scalar_multiplications
 from mobiledets_tf.layers.activations import check_hard_swish_form, hard_swish_form as traced_in_form
 
@@ -162,6 +167,27 @@ def with_saturated_biases_repaired(model_bytes: bytes, precision: str,
     return model_bytes
 
 
+def with_collapsed_outputs_widened(model_bytes: bytes, precision: str) -> bytes:
+    """An int8 or int8_qat flatbuffer whose convolutions all have a requantization scale XNNPACK takes:
+    collapsed output ranges widened (`mobiledets_tf.export.requantization`), or `ConversionError`
+    naming the convolutions whose output could not be widened."""
+    if not precision.startswith("int8"):
+        return model_bytes
+    model_bytes, widened, left = widened_collapsed_outputs(model_bytes)
+    if widened:
+        logging.info("Widened the collapsed output ranges of %d convolution(s) that XNNPACK would refuse: %s",
+                     len(widened), "; ".join(excess.describe() for excess in widened))
+    if left:
+        listed = "; ".join(excess.describe() for excess in left[:5])
+        more = f" and {len(left) - 5} more" if len(left) > 5 else ""
+        raise ConversionError(
+            f"{precision}: {len(left)} convolution(s) with input scale x weight scale / output scale "
+            f">= {XNNPACK_MAX_REQUANTIZATION_SCALE:g}, which XNNPACK refuses (it cannot prepare such a "
+            f"file), whose output is read by an op that keeps its quantization or is a model output, "
+            f"so its range could not be widened: {listed}{more}")
+    return model_bytes
+
+
 def convert(module: DetectionExportModule, precision: str,
             representative_images: Optional[List[np.ndarray]] = None, postprocess: bool = True,
             hard_swish_form: Optional[str] = None, fold_scalar_muls: bool = True) -> bytes:
@@ -182,4 +208,5 @@ def convert_function(concrete: tf.types.experimental.ConcreteFunction, trackable
     model_bytes = with_saturated_biases_repaired(
         model_bytes, precision,
         lambda: run_converter(converter_for_function(concrete, trackable, "float32"), "float32"))
-    return with_scalar_muls_folded(model_bytes, precision, fold_scalar_muls)
+    return with_collapsed_outputs_widened(with_scalar_muls_folded(model_bytes, precision, fold_scalar_muls),
+                                          precision)

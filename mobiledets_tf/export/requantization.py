@@ -3,9 +3,9 @@
 XNNPACK runs an 8-bit CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED only while input scale x weight
 scale / output scale stays below 256 on every output channel; on one at or above it, TFLite's
 XNNPACK delegate fails to prepare the model (the interpreter reports "failed to create XNNPACK
-runtime"; a MobileNetV3-Large file once made it abort the process instead), so the file cannot be run
-with the default CPU delegate. The ratio gets that large when a convolution's output range is tiny next to
-what its inputs and weights can produce: an output that stays (almost) zero, such as a ReLU after a
+runtime"; a MobileNetV3-Large file once made it abort the process instead), so the file cannot be
+run with the default CPU delegate. The ratio gets that large when a convolution's output range is
+tiny next to what its inputs and weights can produce: an output that stays (almost) zero, such as a ReLU after a
 convolution whose outputs are all negative (squeeze-and-excite reduce layers that training left
 dead). Post-training int8 widens such ranges while calibrating (`calibration.widened_dead_ranges`);
 an int8_qat file takes its ranges from the QAT model, whose data-calibrated ranges
@@ -26,6 +26,7 @@ from ai_edge_litert import schema_py_generated as tfl
 
 from mobiledets_tf.export.flatbuffer_model import (WEIGHTED_OPS, as_bytes, builtin_code, pack_model, read_model,
                                                    single_subgraph)
+from mobiledets_tf.export.tflite_model import BUILTIN_OPERATOR_NAMES
 
 XNNPACK_MAX_REQUANTIZATION_SCALE = 256.0
 # What widened ranges are brought to: a quarter of the limit.
@@ -33,7 +34,6 @@ TARGET_REQUANTIZATION_SCALE = XNNPACK_MAX_REQUANTIZATION_SCALE / 4
 QUANTIZED_TYPES = (tfl.TensorType.INT8, tfl.TensorType.UINT8)
 OP = tfl.BuiltinOperator
 REQUANTIZING_READERS = WEIGHTED_OPS | {OP.ADD, OP.SUB, OP.MUL, OP.LOGISTIC, OP.DEQUANTIZE}
-OP_NAMES = {code: name for name, code in vars(OP).items() if not name.startswith("_")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +62,7 @@ def _excesses(model: "tfl.ModelT", subgraph: "tfl.SubGraphT") -> List[Tuple[int,
                  / float(np.asarray(output.quantization.scale)[0]))
         if scale >= XNNPACK_MAX_REQUANTIZATION_SCALE:
             found.append((int(op.outputs[0]), RequantizationExcess(
-                OP_NAMES.get(code, str(code)), as_bytes(output.name).decode(), scale)))
+                BUILTIN_OPERATOR_NAMES[code], as_bytes(output.name).decode(), scale)))
     return found
 
 

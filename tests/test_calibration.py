@@ -168,7 +168,7 @@ def test_a_dead_convolution_output_gets_a_range_xnnpack_accepts():
 
 
 def _int8_outputs(model_bytes, images):
-    interpreter = load_interpreter(model_bytes)   # with XNNPACK: it aborts the process on a refused scale
+    interpreter = load_interpreter(model_bytes)   # with XNNPACK, which cannot prepare a refused scale
     interpreter.allocate_tensors()
     (image,), (output,) = interpreter.get_input_details(), interpreter.get_output_details()
     scale, zero_point = image["quantization"]
